@@ -1,0 +1,33 @@
+"""Connector registry: built-in and third-party connectors are found through entry points."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+
+from ..sync.errors import CrmsyncError
+from ..sync.model import did_you_mean
+
+GROUPS = {"connection": "crmsync.connections", "source": "crmsync.sources",
+          "destination": "crmsync.destinations"}
+
+
+@cache
+def names(kind: str) -> tuple[str, ...]:
+    """Registered names of one kind: "connection", "source" or "destination"."""
+    return tuple(sorted(ep.name for ep in entry_points(group=GROUPS[kind])))
+
+
+def load(kind: str, name: str) -> type:
+    """The class registered as ``name``; a clear error for unknown names or missing extras."""
+    found = [ep for ep in entry_points(group=GROUPS[kind]) if ep.name == name]
+    if not found:
+        hint = did_you_mean(name, names(kind))
+        raise CrmsyncError(f"unknown {kind} type '{name}'" + (f"; {hint}" if hint else
+                           f"; known: {', '.join(names(kind))}"))
+    try:
+        return found[0].load()
+    except ImportError as exc:  # an SDK extra is missing
+        extra = found[0].value.split(":")[0].rsplit(".", 1)[-1]
+        raise CrmsyncError(f"{kind} type '{name}' needs an optional dependency ({exc.name}): "
+                           f"pip install 'crmsync[{extra}]'") from exc

@@ -1,0 +1,227 @@
+"""The two small interfaces every platform implements.
+
+A platform is one module under ``connectors/`` that defines some of:
+
+* a ``ConnectionConfig`` subclass (credentials; secrets typed ``SecretStr``),
+* a ``Source``: schema + pull (full or incremental, deletions included),
+* one or more ``Destination`` classes: open (find or create the audience), write one batch.
+
+and registers them as entry points in pyproject.toml (groups ``crmsync.connections``,
+``crmsync.sources``, ``crmsync.destinations``), exactly as a third-party plugin would.
+Everything else (typing values, evaluating segments, diffing, batching, checkpointing the
+ledger, run history, safeguards) is done once, in ``sync/``.
+
+Platform SDKs are optional extras: import them inside methods, never at module top, so that
+``crmsync validate`` works without them.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..sync.errors import Reject
+from ..sync.model import ConnectionConfig, DestinationConfig, FieldType, SourceConfig
+
+__all__ = [
+    "BatchResult", "Change", "Context", "Destination", "Meter", "NoOptions", "Op", "Pull",
+    "Reject", "Source", "SourceState",
+]
+
+
+class NoOptions(BaseModel):
+    """Connector-specific mapping fields; subclass with the fields a connector takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Meter:
+    """What a destination or source did, for run history: API calls, retries, 429s."""
+
+    calls: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"calls": self.calls, "retries": self.retries, "throttled": self.throttled}
+
+
+@dataclass
+class Context:
+    """What the core hands a connector: the run's clock, paths, logger and meter."""
+
+    now: datetime  # the run's "now" (UTC, naive): its start or --as-of
+    base_dir: Path  # the mapping file's folder; relative paths resolve against it
+    meter: Meter = field(default_factory=Meter)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync"))
+    env_var: dict[str, str] = field(default_factory=dict)  # config path -> ${VAR} it came from
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+# ---------------------------------------------------------------- sources
+
+
+@dataclass
+class SourceState:
+    """What the store remembers of a source between runs."""
+
+    cursor: Any = None  # whatever the source returned as Pull.cursor last time (JSON-able)
+    last_full_at: datetime | None = None  # when the last full pull was committed
+    rows: int = 0  # contacts in the stored snapshot
+
+
+@dataclass
+class Pull:
+    """One pull. Either ``rows`` (dicts of raw values, the key field included) or ``sql``
+    (a DuckDB SELECT yielding the same columns, for files). Values may be str, int, float,
+    bool, None, or a list (multi-select); the core types them by ``Source.schema()``.
+
+    ``full=True`` means the rows are the whole population: stored contacts not in it are
+    deleted. Otherwise rows are upserted and ``deleted`` keys removed. ``cursor`` is stored
+    only after the snapshot is committed.
+    """
+
+    full: bool
+    rows: Iterable[Mapping[str, Any]] = ()
+    sql: str | None = None
+    deleted: Iterable[str] = ()
+    cursor: Any = None
+
+
+class Source(ABC):
+    """Pulls contacts and their typed properties."""
+
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    connection_types: ClassVar[tuple[str, ...]] = ()  # () = takes no connection (files)
+
+    def __init__(self, name: str, config: SourceConfig, options: BaseModel,
+                 connection: ConnectionConfig | None, ctx: Context):
+        self.name, self.config, self.options, self.connection, self.ctx = (
+            name, config, options, connection, ctx)
+
+    @property
+    def key(self) -> str:
+        """The field holding each contact's key (its id on the platform)."""
+        return self.config.key or "id"
+
+    def declared_fields(self) -> list[str] | None:
+        """Fields known without I/O (for `validate`), or None when only the platform knows."""
+        return None
+
+    @abstractmethod
+    def schema(self) -> dict[str, FieldType]:
+        """Field name -> type, for every field the pull returns (may call the platform)."""
+
+    @abstractmethod
+    def pull(self, state: SourceState) -> Pull:
+        """Full or incremental pull, starting from ``state``."""
+
+
+# ---------------------------------------------------------------- destinations
+
+
+class Op(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+    UPDATE = "update"  # the member stays but its value changed (new label or identifiers)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One member change. ``value`` is what to send (add/update): the label, or the encoded
+    identifiers; ``previous`` is the ledger's value (remove/update): what was sent before,
+    or the remote reference the destination asked to keep at ack time."""
+
+    key: str
+    label: str | None = None
+    value: str | None = None
+    previous: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """A batch's acknowledgement. Keys in none of the maps failed transiently and are
+    retried next run. ``done`` maps key -> value to keep in the ledger (None: the sent
+    value). ``preexisting``: keys the platform says were already members before crmsync
+    added them; mirror mode never removes those."""
+
+    done: dict[str, str | None] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    deferred: dict[str, str] = field(default_factory=dict)
+    preexisting: set[str] = field(default_factory=set)
+
+    @classmethod
+    def all_done(cls, changes: Iterable[Change]) -> BatchResult:
+        return cls(done={c.key: None for c in changes})
+
+
+class Destination(ABC):
+    """Writes memberships. The core computes the diff and calls ``write`` once per batch of at
+    most ``max_batch`` changes of one op, checkpointing the ledger after each ack."""
+
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    connection_types: ClassVar[tuple[str, ...]] = ()
+    max_batch: ClassVar[int] = 10_000
+    #: what a member's synced value depends on; a change of it is an UPDATE
+    #: "none": only membership (lists, campaigns); "label": the segment name (property
+    #: write-back); "identity": the identifiers (ad audiences, files)
+    value: ClassVar[Literal["none", "label", "identity"]] = "none"
+    #: identity destinations: True when identifiers must be normalised and hashed
+    hashed: ClassVar[bool] = False
+
+    def __init__(self, config: DestinationConfig, options: BaseModel,
+                 connection: ConnectionConfig | None, ctx: Context):
+        self.config, self.options, self.connection, self.ctx = config, options, connection, ctx
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.config.batch_size or self.max_batch, self.max_batch)
+
+    def encode(self, identity: Mapping[str, str | None]) -> str:
+        """Identity destinations: the identifiers (raw values by identifier name, plus
+        ``phone_region``) -> the value to send and keep (e.g. a JSON row of SHA-256 hashes).
+        Raise ``Reject(reason)`` when no usable identifier is left. Results are cached by
+        the core per distinct input, so this runs once per new or changed contact."""
+        raise NotImplementedError
+
+    def encode_sql(self, columns: Mapping[str, str]) -> str | None:
+        """Optionally, the same as ``encode`` as a DuckDB SQL expression over the identifier
+        columns (identifier name -> SQL column), for destinations that send raw values."""
+        return None
+
+    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Find or create the remote audience/list/property. ``state`` is what the last
+        ``open`` returned (e.g. the remote id); return what to keep for next time."""
+        return state
+
+    @abstractmethod
+    def write(self, op: Op, changes: list[Change]) -> BatchResult:
+        """Apply one batch (all of one op). Return per-key outcomes; raise
+        ``DestinationStopped`` to stop this destination for the run."""
+
+    def readback(self) -> dict[str, Any] | None:
+        """The platform's own view after the push (size, match rate), or None."""
+        return None
+
+    def members(self) -> Iterator[str] | None:
+        """Keys currently in the remote audience, for ``resync``; None when unreadable."""
+        return None
+
+    def close(self) -> None:
+        """Release clients and files."""
