@@ -64,7 +64,7 @@ class Project:
         return Problem(path, message, fix, str(self.path), self.line(path), severity)
 
     def where(self, segment: str) -> Condition | None:
-        return self.conditions.get(f"segments.{segment}")
+        return self.conditions.get(f"segments.{segment}.where")
 
     def source_of(self, section: str, name: str) -> str:
         """The source a segment / score / suppression reads (the only one unless named)."""

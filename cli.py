@@ -1,0 +1,266 @@
+"""`crmsync`: the command line. Parsing and printing only; the work is in sync/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .sync.errors import ConfigError, CrmsyncError, Problem
+from .sync.logs import setup_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Keep CRM segments current as lists, campaigns and ad audiences.")
+
+Config = Annotated[Path, typer.Option("-c", "--config", help="Mapping file.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AsOf = Annotated[str | None, typer.Option("--as-of", help="Fix 'now' (ISO 8601).")]
+LogFormat = Annotated[str, typer.Option("--log-format", help="human or json (stderr).")]
+DEFAULT = Path("crmsync.yaml")
+
+
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from .sync.values import parse_datetime
+
+    dt = parse_datetime(value)
+    if dt is None:
+        raise ConfigError([Problem("--as-of", f"cannot read {value!r} as ISO 8601",
+                                   "e.g. --as-of 2026-11-23T00:00:00Z")])
+    return dt
+
+
+def _out(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=1, default=str))
+    else:
+        human()
+
+
+@contextmanager
+def _errors():
+    """Map crmsync errors to their exit codes with a clear message on stderr."""
+    try:
+        yield
+    except ConfigError as exc:
+        for p in exc.problems:
+            typer.echo(f"error: {p}", err=True)
+        raise typer.Exit(2) from None
+    except CrmsyncError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _runner(config: Path, as_of: str | None = None, log_format: str = "human"):
+    from .sync.loader import load
+    from .sync.runner import Runner
+
+    setup_logging(log_format)
+    project = load(config)
+    progress = None
+    if sys.stderr.isatty() and log_format == "human":
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        progress = lambda msg: console.print(f"[dim]… {msg}[/dim]")  # noqa: E731
+    return Runner(project, as_of=_as_of(as_of), progress=progress)
+
+
+def _print_plan(res) -> None:
+    for name, seg in res.segments.items():
+        typer.echo(f"segment {name}: {seg['matched']} matched, {seg['held_out']} held out")
+    for d in res.destinations:
+        if d.plan is None:
+            typer.echo(f"{d.name}: {d.status} {d.message}")
+            continue
+        f = d.plan.figures()
+        typer.echo(f"{d.name}: desired {f['desired']}: +{f['add']} -{f['remove']} "
+                   f"~{f['update']} ={f['unchanged']} (suppressed {f['suppressed']}, "
+                   f"no consent {f['no_consent']}, no identifier {f['no_identifier']})"
+                   + (f" [{d.status}: {d.message}]" if d.message else ""))
+    for w in res.warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+@app.command()
+def validate(config: Config = DEFAULT, strict: Annotated[bool, typer.Option(
+        "--strict", help="Warnings fail (exit 1).")] = False, as_json: Json = False) -> None:
+    """Check the mapping (schema, semantics, governance lint). No network."""
+    from .sync.checks import check_project
+
+    with _errors():
+        problems = check_project(config)
+        errors = [p for p in problems if p.severity == "error"]
+        _out([p.to_dict() for p in problems], as_json,
+             lambda: [typer.echo(f"{p.severity}: {p}", err=True) for p in problems]
+             or typer.echo("ok"))
+        if errors:
+            raise typer.Exit(2)
+        if problems and strict:
+            raise typer.Exit(1)
+
+
+@app.command()
+def plan(config: Config = DEFAULT, as_json: Json = False, as_of: AsOf = None,
+         offline: Annotated[bool, typer.Option("--offline", help="Use the stored snapshot.")] = False,
+         output: Annotated[Path | None, typer.Option("-o", "--output", help="Write a plan file.")] = None,
+         only: Annotated[list[str] | None, typer.Option("--only")] = None,
+         log_format: LogFormat = "human") -> None:
+    """Pull, evaluate and show what a run would change. Writes only the local snapshot."""
+    with _errors():
+        runner = _runner(config, as_of, log_format)
+        try:
+            res = runner.plan(offline=offline, only=only)
+            if output:
+                runner.write_plan_file(res, output)
+        finally:
+            runner.close()
+        _out(res.plan_json(), as_json, lambda: _print_plan(res))
+
+
+@app.command()
+def run(config: Config = DEFAULT, as_of: AsOf = None,
+        only: Annotated[list[str] | None, typer.Option("--only", help="Limit destinations.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Override safeguards.")] = False,
+        as_json: Json = False, log_format: LogFormat = "human") -> None:
+    """The whole cycle: pull, evaluate, diff, push, record."""
+    with _errors():
+        runner = _runner(config, as_of, log_format)
+        try:
+            res = runner.run(only=only, dry_run=dry_run, force=force)
+        finally:
+            runner.close()
+        _report(res, as_json)
+        raise typer.Exit(res.exit_code)
+
+
+def _report(res, as_json: bool) -> None:
+    if as_json:
+        data = res.plan_json()
+        data["run_id"] = res.run_id
+        data["exit_code"] = res.exit_code
+        for d in res.destinations:
+            data["destinations"][d.name].update(
+                status=d.status, adds=d.adds, removes=d.removes, updates=d.updates,
+                rejected=d.rejected, deferred=d.deferred, calls=d.calls, retries=d.retries,
+                message=d.message, readback=d.readback)
+        typer.echo(json.dumps(data, indent=1, default=str))
+    else:
+        for d in res.destinations:
+            typer.echo(d.summary())
+
+
+@app.command()
+def apply(plan_file: Annotated[Path, typer.Argument(help="A plan written by plan -o.")],
+          config: Annotated[Path | None, typer.Option("-c", "--config")] = None,
+          force: Annotated[bool, typer.Option("--force")] = False, as_json: Json = False,
+          log_format: LogFormat = "human") -> None:
+    """Push exactly a reviewed plan; refuses a plan whose snapshot is stale."""
+    with _errors():
+        data = json.loads(plan_file.read_text(encoding="utf-8"))
+        runner = _runner(config or Path(data["mapping"]), None, log_format)
+        try:
+            res = runner.apply(data, force=force)
+        finally:
+            runner.close()
+        _report(res, as_json)
+        raise typer.Exit(res.exit_code)
+
+
+@app.command()
+def history(config: Config = DEFAULT, as_json: Json = False,
+            limit: Annotated[int, typer.Option("--limit", "-n")] = 20) -> None:
+    """Recent runs and their per-destination figures."""
+    from .sync.loader import load
+    from .sync.store import Store
+
+    with _errors():
+        store = Store.open(load(config).store_path)
+        try:
+            runs = store.history(limit)
+        finally:
+            store.close()
+
+        def human() -> None:
+            for r in runs:
+                typer.echo(f"run {r['run_id']} {r['command']} {r['started_at']} {r['status']} "
+                           f"(exit {r['exit_code']})")
+                for d in r["destinations"]:
+                    rb = f" readback {json.dumps(d['readback'])}" if d.get("readback") else ""
+                    typer.echo(f"  {d['dest']}: {d['status']} +{d['adds']} -{d['removes']} "
+                               f"~{d['updates']} rejected {d['rejected']} deferred "
+                               f"{d['deferred']} calls {d['calls']} retries {d['retries']} "
+                               f"{d['duration_s']:.1f}s {d['message'] or ''}{rb}")
+
+        _out(runs, as_json, human)
+
+
+@app.command()
+def resync(name: Annotated[str, typer.Argument(help="Destination name.")],
+           config: Config = DEFAULT) -> None:
+    """Forget synced state for a destination, so the next run reconciles it fully."""
+    from .sync.loader import load
+    from .sync.runner import Runner
+
+    with _errors():
+        runner = Runner(load(config))
+        try:
+            n = runner.resync(name)
+        finally:
+            runner.close()
+        typer.echo(f"{name}: forgot {n} synced members; the next run reconciles it")
+
+
+@app.command()
+def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
+            config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
+            offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
+    """Why a contact is or is not in each segment and destination."""
+    from .sync.explain import explain as do_explain
+    from .sync.explain import render
+
+    with _errors():
+        runner = _runner(config, as_of)
+        try:
+            data = do_explain(runner, who, offline=offline)
+        finally:
+            runner.close()
+        _out(data, as_json, lambda: typer.echo(render(data)))
+
+
+@app.command()
+def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
+             offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
+    """Segment sizes, overlap matrix and quality-gate findings for the current snapshot."""
+    from .sync.explain import segment_report
+
+    with _errors():
+        runner = _runner(config, as_of)
+        try:
+            data = segment_report(runner, offline=offline)
+        finally:
+            runner.close()
+
+        def human() -> None:
+            for s, v in data["segments"].items():
+                typer.echo(f"{s}: {v['matched']} matched, {v['held_out']} held out")
+            for f in data["findings"]:
+                typer.echo(f"{f['severity']}: {f['path']}: {f['message']}")
+
+        _out(data, as_json, human)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

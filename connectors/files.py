@@ -1,0 +1,155 @@
+"""The embedded default: CSV / JSONL sources and the CSV destination (no network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ..sync.model import FieldType
+from ..sync.values import q
+from .base import BatchResult, Change, Destination, Op, Pull, Source, SourceState
+
+
+def _sql_path(p: Path) -> str:
+    return "'" + str(p).replace("'", "''") + "'"
+
+
+class FileOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    delimiter: str = ","
+
+
+class CsvSource(Source):
+    """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings).
+    Every pull is full: the file is the whole population."""
+
+    Options = FileOptions
+
+    @property
+    def path(self) -> Path:
+        return self.ctx.resolve(self.options.path)
+
+    def columns(self) -> list[str]:
+        with self.path.open(newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh, delimiter=self.options.delimiter), [])
+
+    def declared_fields(self) -> list[str]:
+        return self.columns()
+
+    def schema(self) -> dict[str, FieldType]:
+        return {c: self.config.schema_.get(c, FieldType.string) for c in self.columns()}
+
+    def pull(self, state: SourceState) -> Pull:
+        cols = ", ".join(f"{q(c)}: 'VARCHAR'" for c in self.columns())
+        sql = (f"SELECT * FROM read_csv({_sql_path(self.path)}, header=true, "
+               f"delim={_sql_path(Path(self.options.delimiter))}, columns={{{cols}}}, "
+               f"quote='\"', escape='\"', strict_mode=false, null_padding=true)")
+        return Pull(full=True, sql=sql)
+
+
+class JsonlSource(Source):
+    """``type: jsonl``: one JSON object per line; lists become multi-select values."""
+
+    Options = FileOptions
+
+    @property
+    def path(self) -> Path:
+        return self.ctx.resolve(self.options.path)
+
+    def columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    seen.update(dict.fromkeys(json.loads(line)))
+        return list(seen)
+
+    def declared_fields(self) -> list[str]:
+        return self.columns()
+
+    def schema(self) -> dict[str, FieldType]:
+        return {c: self.config.schema_.get(c, FieldType.string) for c in self.columns()}
+
+    def pull(self, state: SourceState) -> Pull:
+        def col(c: str) -> str:
+            # a JSON path with a quoted member name: $."name"
+            p = "'$.\"" + c.replace("'", "''").replace('"', '\\"') + "\"'"
+            return (f"CASE WHEN json_type(json, {p}) = 'ARRAY' THEN array_to_string("
+                    f"CAST(json_extract(json, {p}) AS VARCHAR[]), ';') "
+                    f"ELSE json_extract_string(json, {p}) END AS {q(c)}")
+
+        sel = ", ".join(col(c) for c in self.columns())
+        return Pull(full=True, sql=f"SELECT {sel} FROM read_ndjson_objects({_sql_path(self.path)})")
+
+
+class CsvOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+
+
+class CsvDestination(Destination):
+    """Writes the current members to ``path``, replaced atomically: a header, then one row per
+    member, columns ``key`` and then the destination's ``identifiers`` (raw values)."""
+
+    Options = CsvOptions
+    value = "identity"
+    max_batch = 1 << 62  # the whole diff in one write
+
+    @property
+    def path(self) -> Path:
+        return self.ctx.resolve(self.options.path)
+
+    def encode_sql(self, columns: Mapping[str, str]) -> str:
+        vals = ", ".join(f"coalesce(CAST({columns[i]} AS VARCHAR), '')" if i in columns else "''"
+                         for i in self.config.identifiers)
+        return f"to_json([{vals}]::VARCHAR[])" if vals else "'[]'"
+
+    def encode(self, identity: Mapping[str, str | None]) -> str:
+        return json.dumps([identity.get(i) or "" for i in self.config.identifiers])
+
+    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+        if not self.path.exists():
+            self._write({})
+            return {**state, "resync": True}  # the file is gone: reconcile from what it holds
+        return state
+
+    def members(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def _read(self) -> dict[str, list[str]]:
+        if not self.path.exists():
+            return {}
+        with self.path.open(newline="", encoding="utf-8") as fh:
+            rows = csv.reader(fh)
+            next(rows, None)
+            return {r[0]: r[1:] for r in rows if r}
+
+    def _write(self, rows: dict[str, list[str]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["key", *self.config.identifiers])
+            w.writerows([k, *v] for k, v in sorted(rows.items()))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def write(self, op: Op, changes: list[Change]) -> BatchResult:
+        rows = self._read()
+        for c in changes:
+            if op is Op.REMOVE:
+                rows.pop(c.key, None)
+            else:
+                rows[c.key] = json.loads(c.value or "[]")
+        self._write(rows)
+        self.ctx.meter.calls += 1
+        return BatchResult.all_done(changes)

@@ -1,0 +1,191 @@
+"""Set-based evaluation of one snapshot: typed contacts, scores, segments, groups, holdouts,
+suppressions, consent — all as DuckDB tables, never a Python loop per contact.
+
+``Evaluation.build`` creates, per source, a temp table ``eval_<source>`` with one row per
+contact and boolean columns ``w:<segment>`` (raw where), ``m:<segment>`` (member after its
+exclusive group), ``h:<segment>`` (held out) and ``s:<suppression>``; plus the typed fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from .errors import ConfigError
+from .loader import Project
+from .model import FieldType
+from .rules import Compiler, rfm_sql, score_fields, threshold_sql, weighted_sql
+from .store import Store, snap
+from .values import lit, q, typed_sql
+
+
+def holdout_sql(segment: str, percent: float) -> str:
+    """Deterministic holdout: held out when the first 32 bits of md5("S:key") fall under P%."""
+    return (f"(CAST('0x' || substr(md5({lit(segment)} || ':' || _key), 1, 8) AS UBIGINT) "
+            f"< {percent / 100 * 2**32!r})")
+
+
+@dataclass
+class Evaluation:
+    project: Project
+    store: Store
+    now: datetime
+    fields: dict[str, dict[str, FieldType]] = field(default_factory=dict)  # source -> types
+    warnings: list[str] = field(default_factory=list)
+    unknown_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        return self.store.con
+
+    def table(self, source: str) -> str:
+        return q(f"eval_{source}")
+
+    # ------------------------------------------------------------ build
+    @classmethod
+    def build(cls, project: Project, store: Store, now: datetime) -> Evaluation:
+        ev = cls(project, store, now)
+        for source in project.mapping.sources:
+            ev._build_source(source)
+        return ev
+
+    def _build_source(self, source: str) -> None:
+        m, con = self.project.mapping, self.con
+        found = self.store.schema(source)
+        if found is None:
+            raise ConfigError([self.project.problem(
+                f"sources.{source}", "no snapshot of this source in the store yet",
+                "run `crmsync plan` without --offline first")])
+        _key_field, schema = found
+        typed = ", ".join(f"{typed_sql(q(f), t)} AS {q(f)}" for f, t in schema.items()
+                          if f != _key_field)
+        base = q(f"typed_{source}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS SELECT _key"
+                    f"{', ' + typed if typed else ''} FROM {snap(source)}")
+        # unparseable values, per field (typed as something other than a string)
+        checks = [f for f, t in schema.items() if t not in (FieldType.string,
+                                                           FieldType.enumeration)]
+        if checks:
+            sel = ", ".join(f"count(*) FILTER (WHERE trim(s.{q(f)}) <> '' AND t.{q(f)} IS NULL)"
+                            for f in checks)
+            counts = con.execute(f"SELECT {sel} FROM {snap(source)} s JOIN {base} t "
+                                 f"USING (_key)").fetchone()
+            bad = {f: int(n) for f, n in zip(checks, counts, strict=True) if n}
+            self.unknown_counts[source] = bad
+            for f, n in bad.items():
+                self.warnings.append(f"{source}.{f}: {n} value(s) could not be parsed as "
+                                     f"{schema[f]} and count as unknown")
+        fields = dict(schema)
+        # scores
+        scored = q(f"scored_{source}")
+        joins, cols = [], []
+        for name, score in m.scores.items():
+            if self.project.source_of("scores", name) != source:
+                continue
+            fields.update(score_fields(name, score))
+            if score.type == "rfm":
+                alias = q(f"_rfm_{name}")
+                joins.append(f"LEFT JOIN ({rfm_sql(name, score, base, self.now)}) {alias} "
+                             f"USING (_key)")
+                cols += [f"{alias}.{q(f)}" for f in score_fields(name, score)]
+            else:
+                cols.append(f"{weighted_sql(score)} AS {q(name)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {scored} AS SELECT {base}.*"
+                    f"{', ' + ', '.join(cols) if cols else ''} FROM {base} {' '.join(joins)}")
+        self.fields[source] = fields
+        # segments, groups, holdouts, suppressions
+        compiler = self.compiler(source, scored)
+        segs = [s for s in m.segments if self.project.source_of("segments", s) == source]
+        exprs = [f"{compiler.segment_sql(s)} AS {q('w:' + s)}" for s in segs]
+        sups = [s for s in m.suppressions if self.project.source_of("suppressions", s) == source]
+        for s in sups:
+            exprs.append(f"{self.suppression_sql(s, compiler)} AS {q('s:' + s)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _w AS SELECT *"
+                    f"{', ' + ', '.join(exprs) if exprs else ''} FROM {scored}")
+        member = {s: q("w:" + s) for s in segs}
+        for g in m.groups.values():
+            if not g.exclusive:
+                continue
+            earlier: list[str] = []
+            for s in g.segments:
+                if s in member:
+                    member[s] = " AND ".join([q("w:" + s), *(f"NOT {q('w:' + e)}" for e in earlier)])
+                    earlier.append(s)
+        extra = [f"({member[s]}) AS {q('m:' + s)}" for s in segs]
+        for s in segs:
+            hold = m.segments[s].holdout
+            extra.append(f"{holdout_sql(s, hold) if hold else 'FALSE'} AS {q('h:' + s)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table(source)} AS SELECT *"
+                    f"{', ' + ', '.join(extra) if extra else ''} FROM _w")
+
+    def compiler(self, source: str, table: str) -> Compiler:
+        m, con = self.project.mapping, self.con
+        cache: dict[str, str] = {}
+        stack: list[str] = []
+
+        def threshold(fld: str, op: str, percent: float) -> Any:
+            sql, position = threshold_sql(table, fld, op, percent)
+            n = con.execute(f"SELECT count({q(fld)}) FROM {table}").fetchone()[0]
+            pos = position(n)
+            if pos < 1:
+                return None
+            row = con.execute(sql, [pos - 1]).fetchone()
+            return row[0] if row else None
+
+        def segment_sql(name: str) -> str:
+            if name in cache:
+                return cache[name]
+            if name in stack or name not in m.segments:
+                raise ConfigError([self.project.problem(
+                    f"segments.{name}", f"segment reference cycle or unknown segment: "
+                    f"{' -> '.join([*stack, name])}", "remove the cycle")])
+            stack.append(name)
+            cond = self.project.where(name)
+            cache[name] = f"({comp.compile(cond)})" if cond is not None else "FALSE"
+            stack.pop()
+            return cache[name]
+
+        comp = Compiler(self.fields[source], self.now, threshold, segment_sql)
+        return comp
+
+    def suppression_sql(self, name: str, compiler: Compiler) -> str:
+        sup = self.project.mapping.suppressions[name]
+        parts = []
+        cond = self.project.conditions.get(f"suppressions.{name}.where")
+        if cond is not None:
+            parts.append(compiler.compile(cond))
+        if sup.file:
+            path = self.project.resolve(sup.file)
+            entries = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                       if ln.strip() and not ln.lstrip().startswith("#")]
+            if entries and entries[0].lower() in ("email", "key", "id", "email,key"):
+                entries = entries[1:]
+            emails = sorted({e.lower() for e in entries if "@" in e})
+            keys = sorted({e for e in entries if "@" not in e})
+            email_field = self.project.mapping.sources[
+                self.project.source_of("suppressions", name)].identity.email
+            if keys:
+                parts.append(f"_key IN ({', '.join(lit(k) for k in keys)})")
+            if emails and email_field:
+                parts.append(f"coalesce(lower({q(email_field)}) IN "
+                             f"({', '.join(lit(e) for e in emails)}), FALSE)")
+        return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+    # ------------------------------------------------------------ reading results
+    def segment_sizes(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for source in self.project.mapping.sources:
+            segs = [s for s in self.project.mapping.segments
+                    if self.project.source_of("segments", s) == source]
+            if not segs:
+                continue
+            sel = ", ".join(f"count(*) FILTER (WHERE {q('m:' + s)}), "
+                            f"count(*) FILTER (WHERE {q('m:' + s)} AND {q('h:' + s)})"
+                            for s in segs)
+            row = self.con.execute(f"SELECT {sel} FROM {self.table(source)}").fetchone()
+            for i, s in enumerate(segs):
+                out[s] = {"matched": int(row[2 * i]), "held_out": int(row[2 * i + 1])}
+        return out

@@ -1,0 +1,358 @@
+"""One run of crmsync: pull, evaluate, diff, push, record. The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .. import connectors
+from ..connectors.base import Context, Destination, Meter, Source
+from .engine import Evaluation
+from .errors import ConfigError, CrmsyncError, DestinationStopped
+from .loader import Project, pydantic_problems
+from .model import ConnectionConfig, DestinationConfig
+from .push import DestinationSync, DestPlan
+from .store import Store
+
+log = logging.getLogger("crmsync")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------- building connectors
+
+
+def _options(project: Project, path: str, cls: type, raw: dict[str, Any]) -> BaseModel:
+    try:
+        return cls.Options.model_validate(raw)
+    except ValidationError as exc:
+        parts = tuple(int(p[1:-1]) if p.startswith("[") else p for p in
+                      path.replace("[", ".[").split(".") if p)
+        raise ConfigError([project.problem(p.path, p.message, p.fix) for p in
+                           pydantic_problems(exc, parts, cls.Options, str(project.path))]) from None
+
+
+def connection(project: Project, name: str) -> tuple[ConnectionConfig, dict[str, str]]:
+    """The typed connection ``name`` and its field -> ${VAR} map."""
+    raw = project.mapping.connections[name]
+    cls = connectors.load("connection", raw.type)
+    try:
+        conn = cls.model_validate(raw.model_dump(by_alias=True))
+    except ValidationError as exc:
+        raise ConfigError([project.problem(p.path, p.message, p.fix) for p in pydantic_problems(
+            exc, ("connections", name), cls, str(project.path))]) from None
+    prefix = f"connections.{name}."
+    env = {k[len(prefix):]: v for k, v in project.env_vars.items() if k.startswith(prefix)}
+    return conn, env
+
+
+def make_source(project: Project, name: str, now: datetime) -> Source:
+    cfg = project.mapping.sources[name]
+    ctx = Context(now=now, base_dir=project.base_dir, meter=Meter())
+    conn = None
+    if cfg.connection:
+        conn, ctx.env_var = connection(project, cfg.connection)
+        kind = conn.type
+    else:
+        kind = cfg.type or "csv"
+    cls = connectors.load("source", kind)
+    opts = _options(project, f"sources.{name}", cls, cfg.options)
+    return cls(name, cfg, opts, conn, ctx)
+
+
+def make_destination(project: Project, index: int, now: datetime) -> Destination:
+    cfg = project.mapping.destinations[index]
+    ctx = Context(now=now, base_dir=project.base_dir, meter=Meter())
+    conn = None
+    if cfg.connection:
+        conn, ctx.env_var = connection(project, cfg.connection)
+    cls = connectors.load("destination", cfg.type)
+    opts = _options(project, f"destinations[{index}]", cls, cfg.options)
+    return cls(cfg, opts, conn, ctx)
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class DestOutcome:
+    name: str
+    status: str  # ok | failed | safeguard | skipped | planned
+    plan: DestPlan | None = None
+    adds: int = 0
+    removes: int = 0
+    updates: int = 0
+    rejected: int = 0
+    deferred: int = 0
+    calls: int = 0
+    retries: int = 0
+    duration: float = 0.0
+    message: str = ""
+    readback: dict[str, Any] | None = None
+
+    def summary(self) -> str:
+        if self.status == "skipped":
+            return f"{self.name}: skipped ({self.message})"
+        p = self.plan
+        core = (f"{self.name}: {self.status} +{self.adds} -{self.removes} ~{self.updates} "
+                f"={p.unchanged if p else 0} rejected {self.rejected} deferred {self.deferred} "
+                f"({self.calls} calls, {self.retries} retries, {self.duration:.1f}s)")
+        return f"{core}: {self.message}" if self.message else core
+
+
+@dataclass
+class Result:
+    as_of: datetime
+    segments: dict[str, dict[str, int]] = field(default_factory=dict)
+    destinations: list[DestOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    run_id: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if any(d.status == "safeguard" for d in self.destinations):
+            return 3
+        if any(d.status == "failed" or d.rejected for d in self.destinations):
+            return 1
+        return 0
+
+    def plan_json(self) -> dict[str, Any]:
+        return {"as_of": iso(self.as_of), "segments": self.segments,
+                "destinations": {d.name: (d.plan.figures() if d.plan else {"skipped": d.message})
+                                 for d in self.destinations},
+                "warnings": self.warnings}
+
+
+# ---------------------------------------------------------------- the cycle
+
+
+class Runner:
+    """Runs commands against one mapping and its store."""
+
+    def __init__(self, project: Project, *, as_of: datetime | None = None,
+                 progress: Callable[[str], None] | None = None):
+        self.project = project
+        self.started = utcnow()
+        self.now = as_of or self.started
+        self.progress = progress or (lambda msg: None)
+        self.store = Store.open(project.store_path)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------ pull + evaluate
+    def pull(self) -> list[str]:
+        warnings = []
+        for name in self.project.mapping.sources:
+            src = make_source(self.project, name, self.now)
+            state = self.store.source_state(name)
+            self.progress(f"pulling {name}")
+            t0 = time.monotonic()
+            schema = src.schema()
+            result = src.pull(state)
+            n = self.store.write_pull(name, src.key, schema, result, self.now)
+            log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
+                     "full" if result.full else "incremental", time.monotonic() - t0)
+        return warnings
+
+    def evaluate(self, offline: bool = False) -> Evaluation:
+        if not offline:
+            self.pull()
+        self.progress("evaluating segments")
+        return Evaluation.build(self.project, self.store, self.now)
+
+    def selected(self, only: list[str] | None) -> list[int]:
+        names = [d.name for d in self.project.mapping.destinations]
+        for o in only or []:
+            if o not in names:
+                raise ConfigError([self.project.problem(
+                    "destinations", f"--only names no destination '{o}'",
+                    f"destinations: {', '.join(names)}")])
+        return [i for i, n in enumerate(names) if not only or n in only]
+
+    def not_due(self, cfg: DestinationConfig) -> str | None:
+        if not cfg.segment:
+            return None
+        cadence = self.project.mapping.segments[cfg.segment].cadence
+        _, last = self.store.dest_state(cfg.name)
+        if cadence and last and self.started - last < cadence:
+            return f"not due: synced {iso(last)}, cadence {cadence}"
+        return None
+
+    # ------------------------------------------------------------ commands
+    def plan(self, *, offline: bool = False, only: list[str] | None = None) -> Result:
+        with self.store.lock():
+            ev = self.evaluate(offline)
+            res = Result(self.now, ev.segment_sizes(), warnings=list(ev.warnings))
+            for i in self.selected(only):
+                cfg = self.project.mapping.destinations[i]
+                dest = make_destination(self.project, i, self.now)
+                res.destinations.append(DestOutcome(cfg.name, "planned",
+                                                    DestinationSync(ev, cfg, dest, i).plan()))
+            self._plan_ev = ev
+            return res
+
+    def write_plan_file(self, res: Result, path: Path) -> None:
+        """Write a reviewable plan: figures plus every change, bound to the store's state."""
+        out = res.plan_json()
+        out["mapping"] = str(self.project.path)
+        out["snapshot_version"] = self.store.snapshot_version()
+        out["ledger_versions"] = {d.name: self.store.ledger_version(d.name)
+                                  for d in res.destinations}
+        out["changes"] = {}
+        for d in res.destinations:
+            rows = self.store.con.execute(
+                f"SELECT op, key, label, value, previous, fp FROM {d.plan.diff_table} "
+                f"ORDER BY op, key").fetchall()
+            out["changes"][d.name] = [list(r) for r in rows]
+        path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+
+    def run(self, *, only: list[str] | None = None, dry_run: bool = False,
+            force: bool = False, command: str = "run", offline: bool = False,
+            plan_file: dict[str, Any] | None = None) -> Result:
+        with self.store.lock():
+            run_id = self.store.begin_run(command, self.started, self.now)
+            res = Result(self.now, run_id=run_id)
+            try:
+                ev = self.evaluate(offline or plan_file is not None)
+                res.segments, res.warnings = ev.segment_sizes(), list(ev.warnings)
+                self._record_segments(run_id, res.segments, ev)
+                for i in self.selected(only):
+                    res.destinations.append(self._destination(ev, i, dry_run, force, plan_file))
+            except BaseException:
+                self.store.end_run(run_id, utcnow(), "crashed", 1)
+                raise
+            self.store.end_run(run_id, utcnow(), "ok" if res.exit_code == 0 else "failed",
+                               res.exit_code)
+            return res
+
+    def _record_segments(self, run_id: int, sizes: dict[str, dict[str, int]],
+                         ev: Evaluation) -> None:
+        con = self.store.con
+        for s, v in sizes.items():
+            con.execute("INSERT INTO segment_sizes VALUES (?, ?, ?, ?)",
+                        [run_id, s, v["matched"], v["held_out"]])
+
+    def _destination(self, ev: Evaluation, i: int, dry_run: bool, force: bool,
+                     plan_file: dict[str, Any] | None) -> DestOutcome:
+        cfg = self.project.mapping.destinations[i]
+        out = DestOutcome(cfg.name, "ok")
+        if not dry_run and plan_file is None and (why := self.not_due(cfg)):
+            out.status, out.message = "skipped", why
+            log.info("%s", out.summary())
+            return out
+        t0 = time.monotonic()
+        dest = None
+        try:
+            dest = make_destination(self.project, i, self.now)
+            sync = DestinationSync(ev, cfg, dest, i)
+            if not dry_run:
+                self.progress(f"opening {cfg.name}")
+                state, _ = self.store.dest_state(cfg.name)
+                state = dest.open(dict(state))
+                if state.pop("resync", False):
+                    sync.resync_from_remote()
+                self.store.save_dest_state(cfg.name, state)
+            out.plan = plan = sync.plan()
+            if plan_file is not None:
+                self._load_plan_changes(plan, plan_file["changes"].get(cfg.name, []))
+            limit = cfg.max_remove_fraction
+            if limit is None:
+                limit = self.project.mapping.safeguards.max_remove_fraction
+            if (limit is not None and not force and plan.ledger
+                    and plan.remove > limit * plan.ledger):
+                out.status = "safeguard"
+                out.message = (f"would remove {plan.remove} of {plan.ledger} members "
+                               f"({plan.remove / plan.ledger:.0%} > {limit:.0%}); "
+                               f"nothing sent; rerun with --force to allow")
+            elif dry_run:
+                out.status = "planned"
+            else:
+                self.progress(f"pushing {cfg.name}: +{plan.add} -{plan.remove} ~{plan.update}")
+                pushed = sync.push(plan, self.now)
+                out.adds, out.removes, out.updates = (pushed["adds"], pushed["removes"],
+                                                      pushed["updates"])
+                out.rejected, out.deferred = pushed["rejected"], pushed["deferred"]
+                out.readback = dest.readback()
+                state, _ = self.store.dest_state(cfg.name)
+                self.store.save_dest_state(cfg.name, state, self.started)
+                self._rejects = pushed["rejects"]
+        except DestinationStopped as exc:
+            out.status, out.message = "failed", str(exc)
+        except CrmsyncError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            out.status, out.message = "failed", str(exc)
+        except Exception as exc:  # one destination's bug must not stop the others
+            log.exception("destination %s failed", cfg.name)
+            out.status, out.message = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            if dest is not None:
+                out.calls, out.retries = dest.ctx.meter.calls, dest.ctx.meter.retries
+                dest.close()
+        out.duration = time.monotonic() - t0
+        if not dry_run:
+            p = out.plan
+            rejects = getattr(self, "_rejects", []) if out.status == "ok" else []
+            self._rejects = []
+            self.store.record_destination(self.run_id_of(), {
+                "dest": cfg.name, "status": out.status, "segment": cfg.segment or cfg.group,
+                "desired": p.desired if p else None, "adds": out.adds, "removes": out.removes,
+                "updates": out.updates, "rejected": out.rejected + (p.no_identifier if p else 0),
+                "deferred": out.deferred, "unchanged": p.unchanged if p else None,
+                "calls": out.calls, "retries": out.retries, "duration_s": out.duration,
+                "message": out.message, "readback": out.readback}, rejects)
+        log.log(logging.WARNING if out.status in ("failed", "safeguard") else logging.INFO,
+                "%s", out.summary())
+        return out
+
+    def run_id_of(self) -> int:
+        return int(self.store.con.execute("SELECT max(run_id) FROM runs").fetchone()[0])
+
+    def _load_plan_changes(self, plan: DestPlan, rows: list[list[Any]]) -> None:
+        """``apply``: push exactly the plan file's changes instead of a fresh diff."""
+        con = self.store.con
+        con.execute(f"DELETE FROM {plan.diff_table}")
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            con.execute(f"INSERT INTO {plan.diff_table} SELECT unnest(?), unnest(?), unnest(?), "
+                        f"unnest(?), unnest(?), unnest(?)", [list(c) for c in cols])
+        counts = dict(con.execute(f"SELECT op, count(*) FROM {plan.diff_table} GROUP BY op")
+                      .fetchall())
+        plan.add, plan.update, plan.remove = (int(counts.get(k, 0))
+                                              for k in ("add", "update", "remove"))
+
+    def apply(self, plan: dict[str, Any], force: bool = False) -> Result:
+        stale = []
+        if plan.get("snapshot_version") != self.store.snapshot_version():
+            stale.append("the snapshot changed since the plan was made")
+        for name, v in plan.get("ledger_versions", {}).items():
+            if self.store.ledger_version(name) != v:
+                stale.append(f"destination {name} was synced since the plan was made")
+        if stale:
+            raise ConfigError([self.project.problem(
+                "", "stale plan: " + "; ".join(stale), "make a new plan with crmsync plan -o")])
+        self.now = datetime.fromisoformat(plan["as_of"].replace("Z", "+00:00")).replace(
+            tzinfo=None)
+        only = list(plan.get("changes", {}))
+        return self.run(only=only, force=force, command="apply", plan_file=plan)
+
+    def resync(self, name: str) -> int:
+        if name not in [d.name for d in self.project.mapping.destinations]:
+            raise ConfigError([self.project.problem("destinations", f"no destination '{name}'")])
+        with self.store.lock():
+            return self.store.forget(name)

@@ -1,0 +1,306 @@
+"""The local store: one embedded DuckDB file holding the snapshot, ledgers, caches, history.
+
+Schema changes are an append-only list of named migrations recorded in the store. A sidecar
+``.lock`` file (an OS lock, released if the process dies) keeps two runs from overlapping.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..connectors.base import Pull, SourceState
+from .errors import LockHeld
+from .model import FieldType
+from .values import q
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("001_core", """
+    CREATE TABLE sources (source VARCHAR PRIMARY KEY, key_field VARCHAR, schema JSON,
+        cursor JSON, last_full_at TIMESTAMP, pulled_at TIMESTAMP, version BIGINT DEFAULT 0);
+    CREATE TABLE ledger (dest VARCHAR, key VARCHAR, fp VARCHAR, value VARCHAR,
+        state VARCHAR DEFAULT 'member', synced_at TIMESTAMP, PRIMARY KEY (dest, key));
+    CREATE TABLE dest_state (dest VARCHAR PRIMARY KEY, state JSON, last_synced_at TIMESTAMP,
+        version BIGINT DEFAULT 0);
+    CREATE SEQUENCE run_ids START 1;
+    CREATE TABLE runs (run_id BIGINT PRIMARY KEY, command VARCHAR, started_at TIMESTAMP,
+        finished_at TIMESTAMP, as_of TIMESTAMP, status VARCHAR, exit_code INTEGER);
+    CREATE TABLE run_destinations (run_id BIGINT, dest VARCHAR, status VARCHAR,
+        segment VARCHAR, desired BIGINT, adds BIGINT, removes BIGINT, updates BIGINT,
+        rejected BIGINT, deferred BIGINT, unchanged BIGINT, calls BIGINT, retries BIGINT,
+        duration_s DOUBLE, message VARCHAR, readback JSON);
+    CREATE TABLE rejects (run_id BIGINT, dest VARCHAR, key VARCHAR, reason VARCHAR);
+    CREATE TABLE segment_sizes (run_id BIGINT, segment VARCHAR, matched BIGINT,
+        held_out BIGINT);
+    CREATE TABLE memberships (segment VARCHAR, key VARCHAR);
+    CREATE TABLE identity_cache (encoder VARCHAR, fp VARCHAR, value VARCHAR, reason VARCHAR,
+        PRIMARY KEY (encoder, fp));
+    """),
+]
+
+
+def snap(source: str) -> str:
+    return q(f"snap_{source}")
+
+
+class Store:
+    """Open with ``Store.open(path)``; use ``with store.lock():`` around anything that writes."""
+
+    def __init__(self, path: Path, read_only: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise LockHeld(f"another crmsync process holds the store {self.path}") from exc
+            raise
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            self.migrate()
+
+    @classmethod
+    def open(cls, path: Path | str, read_only: bool = False) -> Store:
+        return cls(Path(path), read_only)
+
+    def close(self) -> None:
+        self.con.close()
+        self.release()
+
+    # ------------------------------------------------------------ lock & schema
+    def acquire(self) -> None:
+        """Take the run lock or raise LockHeld (exit 4)."""
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(f"another crmsync run holds {self.path}.lock") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def migrate(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, "
+                         "applied_at TIMESTAMP DEFAULT current_timestamp)")
+        done = {r[0] for r in self.con.execute("SELECT name FROM _migrations").fetchall()}
+        for name, sql in MIGRATIONS:
+            if name not in done:
+                self.con.execute("BEGIN")
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO _migrations (name) VALUES (?)", [name])
+                self.con.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> str:
+        return self.con.execute("SELECT max(name) FROM _migrations").fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # ------------------------------------------------------------ snapshot
+    def source_state(self, source: str) -> SourceState:
+        row = self.con.execute("SELECT cursor, last_full_at FROM sources WHERE source = ?",
+                               [source]).fetchone()
+        if not row:
+            return SourceState()
+        n = self.con.execute(f"SELECT count(*) FROM {snap(source)}").fetchone()[0] \
+            if self.has_snapshot(source) else 0
+        return SourceState(json.loads(row[0]) if row[0] else None, row[1], n)
+
+    def has_snapshot(self, source: str) -> bool:
+        return bool(self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [f"snap_{source}"]
+        ).fetchone()[0])
+
+    def schema(self, source: str) -> tuple[str, dict[str, FieldType]] | None:
+        row = self.con.execute("SELECT key_field, schema FROM sources WHERE source = ?",
+                               [source]).fetchone()
+        if not row or not self.has_snapshot(source):
+            return None
+        return row[0], {k: FieldType(v) for k, v in json.loads(row[1]).items()}
+
+    def snapshot_version(self) -> int:
+        return int(self.con.execute("SELECT coalesce(sum(version), 0) FROM sources").fetchone()[0])
+
+    def write_pull(self, source: str, key_field: str, schema: dict[str, FieldType], pull: Pull,
+                   now: datetime) -> int:
+        """Commit one pull to the snapshot (and its cursor, in the same transaction)."""
+        fields = [f for f in schema if f != key_field]
+        with tempfile.TemporaryDirectory() as tmp:
+            if pull.sql is not None:
+                src = f"({pull.sql})"
+            else:
+                path = Path(tmp) / "rows.jsonl"
+                _write_jsonl(path, pull.rows, [key_field, *fields])
+                cols = ", ".join(f"{q(c)}: 'VARCHAR'" for c in [key_field, *fields])
+                src = f"read_json({_lit(str(path))}, format='newline_delimited', columns={{{cols}}})"
+            with self.transaction() as con:
+                table = snap(source)
+                if not self.has_snapshot(source):
+                    cols = ", ".join(f"{q(f)} VARCHAR" for f in fields)
+                    con.execute(f"CREATE TABLE {table} (_key VARCHAR PRIMARY KEY"
+                                f"{', ' + cols if cols else ''})")
+                existing = {r[0] for r in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
+                    [f"snap_{source}"]).fetchall()}
+                for f in fields:
+                    if f not in existing:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {q(f)} VARCHAR")
+                select = ", ".join([f"CAST({q(key_field)} AS VARCHAR)",
+                                    *(f"CAST({q(f)} AS VARCHAR)" for f in fields)])
+                names = ", ".join(["_key", *(q(f) for f in fields)])
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS SELECT DISTINCT ON "
+                            f"(_key) * FROM (SELECT {select} FROM {src}) AS t({names}) "
+                            f"WHERE _key IS NOT NULL AND trim(_key) <> ''")
+                if pull.full:
+                    con.execute(f"DELETE FROM {table}")
+                else:
+                    con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT _key FROM _incoming)")
+                    deleted = list(pull.deleted)
+                    if deleted:
+                        con.execute("CREATE OR REPLACE TEMP TABLE _deleted (k VARCHAR)")
+                        con.executemany("INSERT INTO _deleted VALUES (?)", [[d] for d in deleted])
+                        con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT k FROM _deleted)")
+                con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
+                n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
+                all_schema = {**(self.schema(source) or (None, {}))[1], **schema}
+                con.execute(
+                    "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, "
+                    "coalesce((SELECT version FROM sources WHERE source = ?), 0) + 1)",
+                    [source, key_field, json.dumps({k: str(v) for k, v in all_schema.items()}),
+                     json.dumps(pull.cursor) if pull.cursor is not None else None,
+                     now if pull.full else self._last_full(source), now, source])
+        return n
+
+    def _last_full(self, source: str) -> datetime | None:
+        row = self.con.execute("SELECT last_full_at FROM sources WHERE source = ?",
+                               [source]).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------ destination state
+    def dest_state(self, dest: str) -> tuple[dict[str, Any], datetime | None]:
+        row = self.con.execute("SELECT state, last_synced_at FROM dest_state WHERE dest = ?",
+                               [dest]).fetchone()
+        return (json.loads(row[0]) if row and row[0] else {}), (row[1] if row else None)
+
+    def save_dest_state(self, dest: str, state: dict[str, Any],
+                        synced_at: datetime | None = None) -> None:
+        self.con.execute(
+            "INSERT INTO dest_state VALUES (?, ?, ?, 1) ON CONFLICT (dest) DO UPDATE SET "
+            "state = excluded.state, last_synced_at = coalesce(excluded.last_synced_at, "
+            "dest_state.last_synced_at), version = dest_state.version + 1",
+            [dest, json.dumps(state), synced_at])
+
+    def ledger_version(self, dest: str) -> int:
+        row = self.con.execute("SELECT version FROM dest_state WHERE dest = ?", [dest]).fetchone()
+        return int(row[0]) if row else 0
+
+    def forget(self, dest: str) -> int:
+        """``resync``: drop a destination's ledger and state so the next run reconciles it."""
+        with self.transaction() as con:
+            n = con.execute("SELECT count(*) FROM ledger WHERE dest = ?", [dest]).fetchone()[0]
+            con.execute("DELETE FROM ledger WHERE dest = ?", [dest])
+            con.execute("UPDATE dest_state SET last_synced_at = NULL, version = version + 1, "
+                        "state = json_merge_patch(coalesce(state, '{}'), '{\"resync\": true}') "
+                        "WHERE dest = ?", [dest])
+        return int(n)
+
+    # ------------------------------------------------------------ runs
+    def begin_run(self, command: str, started: datetime, as_of: datetime) -> int:
+        run_id = self.con.execute("SELECT nextval('run_ids')").fetchone()[0]
+        self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, ?, 'running', NULL)",
+                         [run_id, command, started, as_of])
+        return int(run_id)
+
+    def end_run(self, run_id: int, finished: datetime, status: str, exit_code: int) -> None:
+        self.con.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ? "
+                         "WHERE run_id = ?", [finished, status, exit_code, run_id])
+
+    def record_destination(self, run_id: int, row: dict[str, Any],
+                           rejects: Iterable[tuple[str, str]] = ()) -> None:
+        cols = ["run_id", "dest", "status", "segment", "desired", "adds", "removes", "updates",
+                "rejected", "deferred", "unchanged", "calls", "retries", "duration_s", "message",
+                "readback"]
+        vals = [run_id, *(row.get(c) for c in cols[1:])]
+        vals[-1] = json.dumps(vals[-1]) if vals[-1] is not None else None
+        self.con.execute(f"INSERT INTO run_destinations VALUES ({', '.join('?' * len(cols))})",
+                         vals)
+        rows = [[run_id, row["dest"], k, r] for k, r in rejects]
+        if rows:
+            self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?)", rows)
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        runs = self.con.execute(
+            "SELECT run_id, command, started_at, finished_at, as_of, status, exit_code FROM runs "
+            "ORDER BY run_id DESC LIMIT ?", [limit]).fetchall()
+        out = []
+        for r in runs:
+            dests = self.con.execute(
+                "SELECT * FROM run_destinations WHERE run_id = ? ORDER BY dest", [r[0]])
+            names = [d[0] for d in dests.description]
+            out.append({
+                "run_id": r[0], "command": r[1], "started_at": _iso(r[2]),
+                "finished_at": _iso(r[3]), "as_of": _iso(r[4]), "status": r[5],
+                "exit_code": r[6],
+                "destinations": [
+                    {k: (json.loads(v) if k == "readback" and v else v)
+                     for k, v in zip(names, d, strict=True) if k != "run_id"}
+                    for d in dests.fetchall()],
+            })
+        return out
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else None
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _write_jsonl(path: Path, rows: Iterable[Any], columns: list[str]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            out = {}
+            for c in columns:
+                v = row.get(c)
+                if isinstance(v, list | tuple):
+                    v = ";".join(str(x) for x in v)
+                elif isinstance(v, bool):
+                    v = "true" if v else "false"
+                elif v is not None:
+                    v = str(v)
+                out[c] = v
+            fh.write(json.dumps(out) + "\n")
