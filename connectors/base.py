@@ -223,5 +223,5 @@ class Destination(ABC):
         """Keys currently in the remote audience, for ``resync``; None when unreadable."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and files."""

@@ -61,7 +61,7 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
         return out
 
     segs: dict[str, Any] = {}
-    for s, scfg in project.mapping.segments.items():
+    for s in project.mapping.segments:
         if project.source_of("segments", s) != source:
             continue
         where = project.where(s)

@@ -124,13 +124,18 @@ class DestinationSync:
         else:
             self._encode_python(base, icols, p)
         led = f"(SELECT * FROM ledger WHERE dest = {lit(cfg.name)})"
+        # 'pending' / 'removing': a batch was sent but its ack never checkpointed (a crash):
+        # the platform may or may not hold them, so they are re-added or removed again
+        # (both idempotent on every platform)
         removes = (f"""UNION ALL SELECT 'remove' AS op, l.key, NULL, NULL, l.value, l.fp
-              FROM {led} l ANTI JOIN {t}_desired d USING (key) WHERE l.state = 'member'"""
+              FROM {led} l ANTI JOIN {t}_desired d USING (key)
+              WHERE l.state IN ('member', 'pending', 'removing')"""
                    if cfg.mode == "mirror" else "")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_diff AS
             SELECT 'add' AS op, d.key, d.label, d.value, NULL AS previous, d.fp
               FROM {t}_desired d LEFT JOIN {led} l USING (key)
-              WHERE l.key IS NULL OR (l.state = 'rejected' AND l.fp IS DISTINCT FROM d.fp)
+              WHERE l.key IS NULL OR l.state IN ('pending', 'removing')
+                 OR (l.state = 'rejected' AND l.fp IS DISTINCT FROM d.fp)
             UNION ALL SELECT 'update', d.key, d.label, d.value, l.value, d.fp
               FROM {t}_desired d JOIN {led} l USING (key)
               WHERE l.state IN ('member', 'preexisting') AND l.fp IS DISTINCT FROM d.fp
@@ -140,7 +145,8 @@ class DestinationSync:
         p.add, p.update, p.remove = (int(counts.get(k, 0)) for k in ("add", "update", "remove"))
         p.unchanged = con.execute(
             f"SELECT count(*) FROM {t}_desired d JOIN {led} l USING (key) "
-            f"WHERE l.state <> 'rejected' AND l.fp IS NOT DISTINCT FROM d.fp").fetchone()[0]
+            f"WHERE l.state IN ('member', 'preexisting') AND l.fp IS NOT DISTINCT FROM d.fp"
+        ).fetchone()[0]
         p.ledger = con.execute(f"SELECT count(*) FROM {led} WHERE state = 'member'").fetchone()[0]
         p.diff_table = f"{t}_diff"
         return p
@@ -195,6 +201,7 @@ class DestinationSync:
                 f"ORDER BY key", [op.value]).fetchall()
             for batch in _chunks(rows, self.dest.batch_size):
                 changes = [Change(k, lb, v, pv) for k, lb, v, pv, _ in batch]
+                self.intend(op, batch, now)
                 result = self.dest.write(op, changes)
                 self.checkpoint(op, batch, result, now)
                 n_done = len(result.done)
@@ -210,6 +217,19 @@ class DestinationSync:
         out["rejects"] = rejects
         return out
 
+    def intend(self, op: Op, batch: list[tuple], now: datetime) -> None:
+        """Write-ahead: mark a batch as in flight before sending it, so that a crash between
+        the platform applying it and our checkpoint is repaired by the next run."""
+        con, name = self.ev.store.con, self.cfg.name
+        if op is Op.ADD:
+            con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), "
+                        "unnest(?), 'pending', ?", [name, [b[0] for b in batch],
+                                                    [b[4] for b in batch],
+                                                    [b[2] for b in batch], now])
+        elif op is Op.REMOVE:
+            con.execute("UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
+                        "(SELECT unnest(?))", [name, [b[0] for b in batch]])
+
     def checkpoint(self, op: Op, batch: list[tuple], result: BatchResult, now: datetime) -> None:
         con, name = self.ev.store.con, self.cfg.name
         sent = {k: (v, fp) for k, _lb, v, _pv, fp in batch}
@@ -219,6 +239,10 @@ class DestinationSync:
                 if keys:
                     con.execute("DELETE FROM ledger WHERE dest = ? AND key IN "
                                 "(SELECT unnest(?))", [name, keys])
+                kept = list(result.rejected) + list(result.deferred)
+                if kept:  # the platform refused: they are still members
+                    con.execute("UPDATE ledger SET state = 'member' WHERE dest = ? AND key IN "
+                                "(SELECT unnest(?))", [name, kept])
                 return
             done = list(result.done.items())
             if done:

@@ -1,0 +1,53 @@
+"""Shared test helpers: run the real CLI in-process and write small mappings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from crmsync.cli import app
+
+
+class Cli:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None):
+        return self.runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    def json(self, *args: str, env: dict[str, str] | None = None) -> dict:
+        res = self(*args, "--json", env=env)
+        assert res.stdout.strip(), res.stderr
+        return json.loads(res.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def write_mapping(path: Path, mapping: dict) -> Path:
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_csv_keys(path: Path) -> set[str]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {r["key"] for r in csv.DictReader(fh)}

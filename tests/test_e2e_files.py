@@ -1,0 +1,184 @@
+"""End to end on local files: run, re-run, diff, safeguards, lock, plan/apply, resync."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import read_csv_keys, write_csv, write_mapping
+
+from crmsync.sync.store import Store
+
+HEADER = ["id", "email", "phone", "country", "stage", "revenue", "optout", "consent"]
+
+
+def rows(n: int, stage=lambda i: "customer" if i % 2 else "lead"):
+    return [[f"k{i:04d}", f"u{i}@x.example", "", "US", stage(i), str(i * 10),
+             "true" if i % 7 == 0 else "false", "true" if i % 5 else "false"]
+            for i in range(1, n + 1)]
+
+
+def mapping(tmp, **dest_extra):
+    return {
+        "version": 1,
+        "sources": {"crm": {"type": "csv", "path": "contacts.csv", "key": "id",
+                            "schema": {"revenue": "number", "optout": "bool", "consent": "bool"},
+                            "identity": {"email": "email", "phone": "phone",
+                                         "country": "country"}}},
+        "segments": {"customers": {"description": "paying", "owner": "revops@x.example",
+                                   "where": {"field": "stage", "eq": "customer"}}},
+        "suppressions": {"unsub": {"where": {"field": "optout", "eq": True}}},
+        "destinations": [{"name": "cust", "segment": "customers", "type": "csv",
+                          "path": "out/cust.csv", "identifiers": ["email"], **dest_extra}],
+    }
+
+
+def setup(tmp_path, n=40, **extra):
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(n))
+    return write_mapping(tmp_path / "m.yaml", mapping(tmp_path, **extra))
+
+
+def expected(n, consent=False):
+    return {f"k{i:04d}" for i in range(1, n + 1)
+            if i % 2 and i % 7 and (not consent or i % 5)}
+
+
+def test_run_twice_second_is_a_no_op(cli, tmp_path):
+    m = setup(tmp_path)
+    first = cli.json("run", "-c", m)
+    assert first["exit_code"] == 0
+    d = first["destinations"]["cust"]
+    assert d["adds"] == len(expected(40)) and d["calls"] == 1
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(40)
+    second = cli.json("run", "-c", m)["destinations"]["cust"]
+    assert (second["add"], second["remove"], second["calls"]) == (0, 0, 0)
+    assert second["unchanged"] == len(expected(40))
+
+
+def test_plan_figures_match_spec_shape(cli, tmp_path):
+    m = setup(tmp_path, consent="consent")
+    plan = cli.json("plan", "-c", m, "--as-of", "2026-11-23T00:00:00Z")
+    assert plan["as_of"] == "2026-11-23T00:00:00Z"
+    assert plan["segments"]["customers"] == {"matched": 20, "held_out": 0}
+    d = plan["destinations"]["cust"]
+    assert d["segment"] == "customers"
+    assert d["suppressed"] == 3  # 7, 21, 35
+    assert d["desired"] == len(expected(40, consent=True))
+    assert d["no_consent"] == 20 - 3 - d["desired"]
+    assert d["add"] == d["desired"] and d["remove"] == 0
+    assert not (tmp_path / "out/cust.csv").exists()  # plan writes nothing but the snapshot
+
+
+def test_changes_are_diffed_and_mirror_removes(cli, tmp_path):
+    m = setup(tmp_path)
+    cli("run", "-c", m)
+    new = rows(40, stage=lambda i: "customer" if i % 2 or i == 2 else "lead")
+    new = [r for r in new if r[0] != "k0001"]
+    write_csv(tmp_path / "contacts.csv", HEADER, new)
+    d = cli.json("run", "-c", m)["destinations"]["cust"]
+    assert (d["adds"], d["removes"]) == (1, 1)
+    assert read_csv_keys(tmp_path / "out/cust.csv") == (expected(40) - {"k0001"}) | {"k0002"}
+
+
+def test_add_only_never_removes(cli, tmp_path):
+    m = setup(tmp_path, mode="add_only")
+    cli("run", "-c", m)
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(40, stage=lambda i: "lead"))
+    d = cli.json("run", "-c", m)["destinations"]["cust"]
+    assert (d["adds"], d["removes"], d["remove"]) == (0, 0, 0)
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(40)
+
+
+def test_safeguard_trips_exit_3_and_force_overrides(cli, tmp_path):
+    m = setup(tmp_path, max_remove_fraction=0.25)
+    cli("run", "-c", m)
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(40, stage=lambda i: "lead"))
+    res = cli("run", "-c", m)
+    assert res.exit_code == 3
+    assert "--force" in res.stdout
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(40)  # nothing removed
+    assert cli("run", "-c", m, "--force").exit_code == 0
+    assert read_csv_keys(tmp_path / "out/cust.csv") == set()
+
+
+def test_second_run_exits_4_while_lock_held(cli, tmp_path):
+    m = setup(tmp_path)
+    cli("run", "-c", m)
+    store = Store.open(tmp_path / ".crmsync/state.duckdb")
+    store.acquire()
+    try:
+        store.con.close()  # keep the OS lock, release the database file
+        res = cli("run", "-c", m)
+        assert res.exit_code == 4
+    finally:
+        store.release()
+
+
+def test_plan_file_apply_and_stale_refusal(cli, tmp_path):
+    m = setup(tmp_path)
+    assert cli("plan", "-c", m, "-o", tmp_path / "plan.json").exit_code == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert len(plan["changes"]["cust"]) == len(expected(40))
+    res = cli("apply", tmp_path / "plan.json", "-c", m)
+    assert res.exit_code == 0, res.stderr
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(40)
+    # the ledger moved on: the same plan is now stale
+    res = cli("apply", tmp_path / "plan.json", "-c", m)
+    assert res.exit_code == 2 and "stale plan" in res.stderr
+
+
+def test_resync_reconciles_from_the_file(cli, tmp_path):
+    m = setup(tmp_path)
+    cli("run", "-c", m)
+    (tmp_path / "out/cust.csv").unlink()
+    assert cli("resync", "cust", "-c", m).exit_code == 0
+    d = cli.json("run", "-c", m)["destinations"]["cust"]
+    assert d["adds"] == len(expected(40))
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(40)
+
+
+def test_history_records_per_destination_figures(cli, tmp_path):
+    m = setup(tmp_path)
+    cli("run", "-c", m)
+    cli("run", "-c", m)
+    runs = cli.json("history", "-c", m)
+    assert [r["run_id"] for r in runs] == [2, 1]
+    d = runs[1]["destinations"][0]
+    assert d["dest"] == "cust" and d["adds"] == len(expected(40)) and d["calls"] == 1
+    assert runs[0]["destinations"][0]["adds"] == 0
+
+
+def test_cadence_skips_until_due(cli, tmp_path):
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
+    mp = mapping(tmp_path)
+    mp["segments"]["customers"]["cadence"] = "1h"
+    m = write_mapping(tmp_path / "m.yaml", mp)
+    assert cli.json("run", "-c", m)["destinations"]["cust"]["status"] == "ok"
+    assert cli.json("run", "-c", m)["destinations"]["cust"]["status"] == "skipped"
+
+
+def test_jsonl_source_with_lists(cli, tmp_path):
+    lines = [{"id": 1, "email": "a@x.example", "tags": ["Gold", "vip"], "n": 5},
+             {"id": 2, "email": "b@x.example", "tags": "silver", "n": "1,000"}]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    m = write_mapping(tmp_path / "m.yaml", {
+        "version": 1,
+        "sources": {"crm": {"type": "jsonl", "path": "c.jsonl", "key": "id",
+                            "schema": {"tags": "multi", "n": "number"},
+                            "identity": {"email": "email"}}},
+        "segments": {"gold": {"where": {"field": "tags", "has_any": ["gold"]}},
+                     "big": {"where": {"field": "n", "gte": 1}}},
+        "destinations": [{"name": "g", "segment": "gold", "type": "csv", "path": "g.csv",
+                          "identifiers": ["email"]}]})
+    plan = cli.json("plan", "-c", m)
+    assert plan["segments"]["gold"]["matched"] == 1
+    assert plan["segments"]["big"]["matched"] == 1
+    assert any("crm.n: 1 value" in w for w in plan["warnings"])
+
+
+def test_store_schema_is_versioned_and_migrates_once(tmp_path):
+    s = Store.open(tmp_path / "s.duckdb")
+    assert s.schema_version == "001_core"
+    s.close()
+    s = Store.open(tmp_path / "s.duckdb")
+    assert s.con.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 1
+    s.close()
