@@ -1,0 +1,105 @@
+"""The battery every destination must pass, run through the real `crmsync run`.
+
+A platform's test module defines a ``Harness`` (its fake, how to read the remote membership,
+how to inject faults) and one line per check::
+
+    from conformance import CHECKS
+    @pytest.mark.parametrize("check", CHECKS)
+    def test_conformance(check, harness, cli, tmp_path): check(harness, cli, tmp_path)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from conftest import write_csv, write_mapping
+
+
+class Harness(Protocol):
+    batch_limit: int  # the platform's largest batch
+
+    def destination(self) -> dict[str, Any]: ...  # type, connection, options
+    def connections(self) -> dict[str, Any]: ...
+    def env(self) -> dict[str, str]: ...
+    def keys(self, n: int) -> list[str]: ...  # contact keys the platform knows
+    def remote(self) -> set[str]: ...  # keys the platform holds now
+    def writes(self, run: dict[str, Any]) -> int: ...  # write calls made by that run
+    def fail_next_writes(self, n: int) -> None: ...  # transient failures
+    def heal(self) -> None: ...  # stop injecting
+
+
+def _setup(h: Harness, tmp, members: set[str], keys: list[str], **dest: Any):
+    write_csv(tmp / "contacts.csv", ["id", "email", "stage"],
+              [[k, f"{k}@x.example", "in" if k in members else "out"] for k in keys])
+    return write_mapping(tmp / "m.yaml", {
+        "version": 1,
+        "connections": h.connections(),
+        "sources": {"crm": {"type": "csv", "path": "contacts.csv", "key": "id",
+                            "identity": {"email": "email"}}},
+        "segments": {"s": {"where": {"field": "stage", "eq": "in"}}},
+        "destinations": [{"name": "d", "segment": "s", "identifiers": ["email"],
+                          **h.destination(), **dest}],
+    })
+
+
+def _run(cli, m, h: Harness) -> dict[str, Any]:
+    return cli.json("run", "-c", m, env=h.env())
+
+
+def first_run_sends_all_in_fewest_batches(h: Harness, cli, tmp) -> None:
+    keys = h.keys(25)
+    want = set(keys[:21])
+    m = _setup(h, tmp, want, keys, batch_size=10)
+    run = _run(cli, m, h)
+    assert run["exit_code"] == 0, run
+    assert h.remote() == want
+    assert h.writes(run) == math.ceil(21 / min(10, h.batch_limit))
+
+
+def rerun_without_changes_makes_no_call(h: Harness, cli, tmp) -> None:
+    keys = h.keys(10)
+    m = _setup(h, tmp, set(keys[:6]), keys)
+    _run(cli, m, h)
+    run = _run(cli, m, h)
+    assert run["destinations"]["d"]["calls"] == 0 and h.writes(run) == 0
+
+
+def mirror_removes_only_what_left(h: Harness, cli, tmp) -> None:
+    keys = h.keys(12)
+    m = _setup(h, tmp, set(keys[:8]), keys)
+    _run(cli, m, h)
+    m = _setup(h, tmp, set(keys[4:10]), keys)
+    run = _run(cli, m, h)
+    d = run["destinations"]["d"]
+    assert (d["adds"], d["removes"]) == (2, 4)
+    assert h.remote() == set(keys[4:10])
+
+
+def add_only_keeps_members(h: Harness, cli, tmp) -> None:
+    keys = h.keys(8)
+    m = _setup(h, tmp, set(keys[:5]), keys, mode="add_only")
+    _run(cli, m, h)
+    m = _setup(h, tmp, set(keys[3:8]), keys, mode="add_only")
+    run = _run(cli, m, h)
+    assert run["destinations"]["d"]["removes"] == 0
+    assert h.remote() == set(keys)
+
+
+def transient_failure_converges_on_rerun(h: Harness, cli, tmp) -> None:
+    keys = h.keys(30)
+    want = set(keys[:20])
+    m = _setup(h, tmp, want, keys, batch_size=5)
+    h.fail_next_writes(100)
+    run = _run(cli, m, h)
+    assert run["exit_code"] == 1 and run["destinations"]["d"]["status"] == "failed"
+    h.heal()
+    run = _run(cli, m, h)
+    assert run["exit_code"] == 0 and h.remote() == want
+    run = _run(cli, m, h)
+    assert run["destinations"]["d"]["add"] == 0 and h.writes(run) == 0
+
+
+CHECKS = [first_run_sends_all_in_fewest_batches, rerun_without_changes_makes_no_call,
+          mirror_removes_only_what_left, add_only_keeps_members,
+          transient_failure_converges_on_rerun]
