@@ -21,6 +21,7 @@ from .loader import Project, pydantic_problems
 from .model import ConnectionConfig, DestinationConfig
 from .push import DestinationSync, DestPlan
 from .store import Store
+from .values import lit, q
 
 log = logging.getLogger("crmsync")
 
@@ -121,6 +122,7 @@ class Result:
     destinations: list[DestOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     run_id: int | None = None
+    moves: list[tuple[str, str, int, list]] = field(default_factory=list)  # from, to, n, sample
 
     @property
     def exit_code(self) -> int:
@@ -230,7 +232,8 @@ class Runner:
             try:
                 ev = self.evaluate(offline or plan_file is not None)
                 res.segments, res.warnings = ev.segment_sizes(), list(ev.warnings)
-                self._record_segments(run_id, res.segments, ev)
+                if not dry_run:
+                    res.moves = self._record_segments(run_id, res.segments, ev)
                 for i in self.selected(only):
                     res.destinations.append(self._destination(ev, i, dry_run, force, plan_file))
             except BaseException:
@@ -241,11 +244,23 @@ class Runner:
             return res
 
     def _record_segments(self, run_id: int, sizes: dict[str, dict[str, int]],
-                         ev: Evaluation) -> None:
-        con = self.store.con
+                         ev: Evaluation) -> list[tuple[str, str, int, list]]:
+        """Sizes for history and the report; moves between segments since the last run, for
+        every pair in an exclusive group and every transition an alert names."""
+        con, m = self.store.con, self.project.mapping
         for s, v in sizes.items():
             con.execute("INSERT INTO segment_sizes VALUES (?, ?, ?, ?)",
                         [run_id, s, v["matched"], v["held_out"]])
+        selects = [f"SELECT {lit(s)} AS segment, _key AS key FROM {ev.table(src)} "
+                   f"WHERE {q('m:' + s)}" for s in m.segments
+                   for src in [self.project.source_of("segments", s)]]
+        if not selects:
+            return []
+        con.execute("CREATE OR REPLACE TEMP TABLE _current AS " + " UNION ALL ".join(selects))
+        pairs = {(a, b) for g in m.groups.values() if g.exclusive
+                 for a in g.segments for b in g.segments if a != b}
+        pairs |= {(t.from_, t.to) for al in m.alerts for t in al.transitions}
+        return self.store.record_memberships(run_id, "_current", sorted(pairs))
 
     def _destination(self, ev: Evaluation, i: int, dry_run: bool, force: bool,
                      plan_file: dict[str, Any] | None) -> DestOutcome:

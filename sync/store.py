@@ -45,6 +45,10 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE TABLE identity_cache (encoder VARCHAR, fp VARCHAR, value VARCHAR, reason VARCHAR,
         PRIMARY KEY (encoder, fp));
     """),
+    ("002_transitions", """
+    CREATE TABLE transitions (run_id BIGINT, from_segment VARCHAR, to_segment VARCHAR,
+        contacts BIGINT, sample VARCHAR[]);
+    """),
 ]
 
 
@@ -114,6 +118,29 @@ class Store:
                 self.con.execute(sql)
                 self.con.execute("INSERT INTO _migrations (name) VALUES (?)", [name])
                 self.con.execute("COMMIT")
+
+    def record_memberships(self, run_id: int, current: str,
+                           pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, list]]:
+        """Compare this run's memberships (temp table ``current``: segment, key) with the last
+        run's; record moves for ``pairs`` (from, to); keep the current ones for next time."""
+        moves = []
+        con = self.con
+        for a, b in pairs:
+            row = con.execute(
+                f"""SELECT count(*), list(key ORDER BY key)[1:5] FROM (
+                    SELECT key FROM memberships WHERE segment = ?
+                    EXCEPT SELECT key FROM memberships WHERE segment = ?)
+                  JOIN (SELECT key FROM {current} WHERE segment = ?
+                    EXCEPT SELECT key FROM {current} WHERE segment = ?) USING (key)""",
+                [a, b, b, a]).fetchone()
+            if row[0]:
+                moves.append((a, b, int(row[0]), list(row[1])))
+                con.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
+                            [run_id, a, b, int(row[0]), list(row[1])])
+        with self.transaction():
+            con.execute("DELETE FROM memberships")
+            con.execute(f"INSERT INTO memberships SELECT segment, key FROM {current}")
+        return moves
 
     @property
     def schema_version(self) -> str:

@@ -147,6 +147,22 @@ def test_history_records_per_destination_figures(cli, tmp_path):
     assert runs[0]["destinations"][0]["adds"] == 0
 
 
+def test_exclusive_group_moves_are_recorded(cli, tmp_path):
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
+    mp = mapping(tmp_path)
+    mp["segments"]["leads"] = {"where": {"field": "stage", "eq": "lead"}}
+    mp["groups"] = {"life": {"segments": ["customers", "leads"]}}
+    m = write_mapping(tmp_path / "m.yaml", mp)
+    cli("run", "-c", m)
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10, stage=lambda i: "customer"))
+    cli("run", "-c", m)
+    store = Store.open(tmp_path / ".crmsync/state.duckdb")
+    got = store.con.execute("SELECT from_segment, to_segment, contacts FROM transitions "
+                            "WHERE run_id = 2").fetchall()
+    store.close()
+    assert got == [("leads", "customers", 5)]
+
+
 def test_cadence_skips_until_due(cli, tmp_path):
     write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
     mp = mapping(tmp_path)
@@ -176,9 +192,25 @@ def test_jsonl_source_with_lists(cli, tmp_path):
 
 
 def test_store_schema_is_versioned_and_migrates_once(tmp_path):
+    from crmsync.sync import store as store_mod
+
+    first = store_mod.MIGRATIONS[:1]
     s = Store.open(tmp_path / "s.duckdb")
-    assert s.schema_version == "001_core"
     s.close()
-    s = Store.open(tmp_path / "s.duckdb")
-    assert s.con.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 1
+    # an old store (only the first migration) migrates forward, keeping its data
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    con.execute(first[0][1])
+    con.execute("INSERT INTO _migrations VALUES (?, now())", [first[0][0]])
+    con.execute("INSERT INTO ledger VALUES ('d', 'k1', '', '', 'member', now())")
+    con.close()
+    s = Store.open(tmp_path / "old.duckdb")
+    assert s.schema_version == store_mod.MIGRATIONS[-1][0]
+    assert s.con.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
+    s.close()
+    s = Store.open(tmp_path / "old.duckdb")
+    n = s.con.execute("SELECT count(*) FROM _migrations").fetchone()[0]
+    assert n == len(store_mod.MIGRATIONS)
     s.close()
