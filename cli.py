@@ -255,7 +255,27 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
             for f in data["findings"]:
                 typer.echo(f"{f['severity']}: {f['path']}: {f['message']}")
 
+        data.pop("_overlaps")
         _out(data, as_json, human)
+
+
+@app.command()
+def report(config: Config = DEFAULT,
+           output: Annotated[Path, typer.Option("-o", "--output")] = Path("report.html")) -> None:
+    """A self-contained HTML report: sizes over time, overlap, migrations, last runs."""
+    from .sync.explain import segment_report
+    from .sync.report import render
+
+    with _errors():
+        runner = _runner(config)
+        try:
+            data = segment_report(runner, offline=True)
+            html = render(runner.store, data["segments"], data["_overlaps"],
+                          f"crmsync report: {config.name}")
+        finally:
+            runner.close()
+        output.write_text(html, encoding="utf-8")
+        typer.echo(f"wrote {output}")
 
 
 def main() -> None:

@@ -156,6 +156,6 @@ def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
             project, {s: v["matched"] for s, v in sizes.items()}, overlaps)
     except ImportError:  # pragma: no cover
         pass
-    return {"segments": sizes,
+    return {"segments": sizes, "_overlaps": overlaps,
             "overlap": {f"{a}|{b}": n for (a, b), n in overlaps.items() if n},
             "findings": [p.to_dict() for p in findings], "warnings": ev.warnings}
