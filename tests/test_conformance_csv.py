@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from conformance import CHECKS
 from conftest import read_csv_keys
 

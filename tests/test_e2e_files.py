@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import read_csv_keys, write_csv, write_mapping
-
 from crmsync.sync.store import Store
+
+from conftest import read_csv_keys, write_csv, write_mapping
 
 HEADER = ["id", "email", "phone", "country", "stage", "revenue", "optout", "consent"]
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import read_csv_keys, write_csv, write_mapping
 
 N = 3000
