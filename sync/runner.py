@@ -241,7 +241,24 @@ class Runner:
                 raise
             self.store.end_run(run_id, utcnow(), "ok" if res.exit_code == 0 else "failed",
                                res.exit_code)
-            return res
+        if not dry_run:
+            self.alert(res)
+        return res
+
+    def alert(self, res: Result) -> None:
+        """Post the run's failures, tripped safeguards and segment moves to the alert URLs."""
+        if not self.project.mapping.alerts:
+            return
+        from .alerts import Event, send
+
+        events = [Event.failure(d.name, d.message) for d in res.destinations
+                  if d.status == "failed"]
+        events += [Event.safeguard(d.name, d.plan.remove, d.plan.remove / max(d.plan.ledger, 1),
+                                   d.message) for d in res.destinations
+                   if d.status == "safeguard" and d.plan]
+        events += [Event.transition(a, b, n, sample) for a, b, n, sample in res.moves]
+        if events:
+            send(self.project.mapping.alerts, events, title=f"crmsync {self.project.path.name}")
 
     def _record_segments(self, run_id: int, sizes: dict[str, dict[str, int]],
                          ev: Evaluation) -> list[tuple[str, str, int, list]]:

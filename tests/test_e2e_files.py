@@ -214,3 +214,44 @@ def test_store_schema_is_versioned_and_migrates_once(tmp_path):
     n = s.con.execute("SELECT count(*) FROM _migrations").fetchone()[0]
     assert n == len(store_mod.MIGRATIONS)
     s.close()
+
+
+def test_alerts_post_failures_safeguards_and_moves(cli, tmp_path):
+    import httpx
+    import respx
+
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
+    mp = mapping(tmp_path, max_remove_fraction=0.1)
+    mp["segments"]["leads"] = {"where": {"field": "stage", "eq": "lead"}}
+    mp["alerts"] = [{"url": "https://hooks.example/T/B/secret",
+                     "on": ["safeguard", "transition"],
+                     "transitions": [{"from": "leads", "to": "customers"}]}]
+    m = write_mapping(tmp_path / "m.yaml", mp)
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post("https://hooks.example/T/B/secret").mock(
+            return_value=httpx.Response(200))
+        cli("run", "-c", m)
+        assert route.call_count == 0  # nothing to say on a first run
+        write_csv(tmp_path / "contacts.csv", HEADER,
+                  rows(10, stage=lambda i: "lead" if i % 2 else "customer"))
+        assert cli("run", "-c", m).exit_code == 3
+        assert route.call_count == 1
+        text = json.loads(route.calls[0].request.content)["text"]
+        assert "cust" in text and "leads" in text and "customers" in text
+        assert "@" not in text
+
+
+def test_unreachable_webhook_never_fails_the_run(cli, tmp_path):
+    import httpx
+    import respx
+
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
+    mp = mapping(tmp_path)
+    mp["destinations"][0]["path"] = "missing-dir-is-a-file/x.csv"
+    (tmp_path / "missing-dir-is-a-file").write_text("not a folder")
+    mp["alerts"] = [{"url": "https://hooks.example/x", "on": ["failure"]}]
+    m = write_mapping(tmp_path / "m.yaml", mp)
+    with respx.mock() as mock:
+        mock.post("https://hooks.example/x").mock(side_effect=httpx.ConnectError("down"))
+        res = cli("run", "-c", m)
+    assert res.exit_code == 1  # the destination failed; the webhook's failure changed nothing
