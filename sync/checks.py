@@ -9,7 +9,7 @@ from .loader import Project, load
 from .model import FieldType
 
 
-def known_fields(project: Project) -> dict[str, dict[str, FieldType]]:
+def known_fields(project: Project) -> dict[str, dict[str, FieldType | None]]:
     """Per source, the fields known without network (files: their header typed by schema:)."""
     from .runner import make_source
 
@@ -20,10 +20,10 @@ def known_fields(project: Project) -> dict[str, dict[str, FieldType]]:
             declared = src.declared_fields()
         except (CrmsyncError, OSError):
             declared = None
-        if declared is None and cfg.properties:
-            declared = list(cfg.properties)
-        if declared is not None:
+        if declared is not None:  # files: columns not in schema: are strings
             out[name] = {f: cfg.schema_.get(f, FieldType.string) for f in declared}
+        elif cfg.properties:  # platforms type their properties themselves: unknown here
+            out[name] = {f: cfg.schema_.get(f) for f in cfg.properties}
     return out
 
 

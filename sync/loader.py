@@ -18,6 +18,18 @@ from pydantic import BaseModel, ValidationError
 from .errors import ConfigError, Problem
 from .model import Condition, Mapping, did_you_mean, parse_condition
 
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false (so `on:` and `no` stay strings, as users mean)."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                 re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -92,6 +104,24 @@ def _line_map(node: yaml.Node, path: tuple, lines: dict[str, int], problems: lis
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             _line_map(v, (*path, i), lines, problems, file)
+
+
+def _bad_scalar(node: yaml.Node | None) -> int | None:
+    """Line of the first scalar PyYAML cannot construct (impossible dates)."""
+    loader = YamlLoader("")
+    stack = [node] if node is not None else []
+    while stack:
+        n = stack.pop(0)
+        if isinstance(n, yaml.ScalarNode):
+            try:
+                loader.construct_object(n, deep=True)
+            except ValueError:
+                return n.start_mark.line + 1
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(v for kv in n.value for v in kv)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return None
 
 
 def _interpolate(data: Any, path: tuple, env: dict[str, str], used: dict[str, str],
@@ -210,13 +240,19 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Project:
                                    "pass -c PATH, or create crmsync.yaml", file)]) from None
     problems: list[Problem] = []
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=YamlLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError([Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
                                    "check indentation and quoting", file,
                                    mark.line + 1 if mark else None)]) from None
+    try:
+        data = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except ValueError as exc:  # e.g. an impossible date such as 2026-13-01
+        bad = _bad_scalar(node)
+        raise ConfigError([Problem("", f"not a valid value: {exc}",
+                                   "write a real date (YYYY-MM-DD), or quote the value", file,
+                                   bad)]) from None
     if not isinstance(data, dict):
         raise ConfigError([Problem("", "the mapping file must be a YAML mapping",
                                    "start with 'version: 1'", file, 1)])
