@@ -28,6 +28,9 @@ def load(kind: str, name: str) -> type:
     try:
         return found[0].load()
     except ImportError as exc:  # an SDK extra is missing
+        if (exc.name or "").startswith("crmsync"):
+            raise CrmsyncError(f"{kind} type '{name}' is registered but its module "
+                               f"{exc.name} is missing from this installation") from exc
         extra = found[0].value.split(":")[0].rsplit(".", 1)[-1]
         raise CrmsyncError(f"{kind} type '{name}' needs an optional dependency ({exc.name}): "
                            f"pip install 'crmsync[{extra}]'") from exc
