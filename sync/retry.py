@@ -71,7 +71,7 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
     STOP raises ``DestinationStopped``; REJECT and FAIL re-raise the original exception
     (a ``Retryable`` is unwrapped to its outcome). ``meter.retries`` counts retries."""
     policy = policy or RetryPolicy()
-    backoff = wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+    backoff = wait_exponential_jitter(multiplier=policy.initial_wait, max=policy.max_wait)
 
     def outcome_of(exc: BaseException) -> Outcome:
         return exc.outcome if isinstance(exc, Retryable) else classify(exc)
@@ -103,6 +103,9 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
         o = outcome_of(exc)
         if o.action is Action.STOP:
             raise DestinationStopped(o.reason) from exc
-        if o.action is Action.RETRY:  # out of attempts, or asked to wait too long
+        if o.action is Action.RETRY and (o.retry_after or 0) > policy.max_retry_after:
+            raise DestinationStopped(f"the platform asks to wait {o.retry_after:.0f}s: "
+                                     f"stopped for this run: {o.reason}") from exc
+        if o.action is Action.RETRY:
             raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}") from exc
         raise

@@ -320,7 +320,7 @@ class Runner:
                                                       pushed["updates"])
                 out.rejected, out.deferred = pushed["rejected"], pushed["deferred"]
                 out.readback = dest.readback()
-                state, _ = self.store.dest_state(cfg.name)
+                # the dict open() returned, as the destination left it (e.g. request ids)
                 self.store.save_dest_state(cfg.name, state, self.started)
                 self._rejects = pushed["rejects"]
         except DestinationStopped as exc:

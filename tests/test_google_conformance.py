@@ -1,0 +1,69 @@
+"""The destination conformance battery on google_ads_customer_match, against the fake."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from conformance import CHECKS
+
+pytest.importorskip("google.ads.datamanager_v1")
+
+from crmsync.tests.fakes.google import DataManagerFake, quota_error  # noqa: E402
+
+ACCOUNT = "1234567890"
+LIST = "Conformance (crmsync)"
+
+
+class GoogleHarness:
+    batch_limit = 10_000  # audience members per request
+
+    def __init__(self, fake: DataManagerFake):
+        self.fake = fake
+        self._by_hash: dict[str, str] = {}
+
+    def destination(self):
+        return {"type": "google_ads_customer_match", "connection": "google", "list": LIST,
+                "terms_of_service": "accepted"}
+
+    def connections(self):
+        return {"google": {"type": "google_ads",
+                           "credentials_file": "${GOOGLE_APPLICATION_CREDENTIALS}",
+                           "operating_account": ACCOUNT, "base_url": self.fake.url}}
+
+    def env(self):
+        return {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/key.json"}
+
+    def keys(self, n):
+        keys = [f"k{i:03d}" for i in range(n)]
+        for k in keys:  # the conformance mapping's email is f"{key}@x.example"
+            self._by_hash[hashlib.sha256(f"{k}@x.example".encode()).hexdigest()] = k
+        return keys
+
+    def remote(self):
+        ul = self.fake.list_named(LIST)
+        if ul is None:
+            return set()
+        return {self._by_hash[i["emailAddress"]] for row in self.fake.member_rows(ul.id)
+                for i in row if "emailAddress" in i}
+
+    def writes(self, run):
+        # every acknowledged ingest/remove request has a request id in the readback
+        rb = run["destinations"]["d"].get("readback") or {}
+        return len(rb.get("request_ids", []))
+
+    def fail_next_writes(self, n):
+        q = quota_error("IngestionMutateRequestsPerMinutePerProject", retry_after=0)
+        self.fake.fail_next(n, status=429, body=q.body, headers=q.headers,
+                            path=r":(ingest|remove)$")
+
+    def heal(self):
+        self.fake.scripted.clear()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_conformance(check, cli, tmp_path):
+    with DataManagerFake() as fake:
+        fake.add_account(ACCOUNT)
+        check(GoogleHarness(fake), cli, tmp_path)
