@@ -8,6 +8,7 @@ or a dropped connection. The real SDK is pointed at ``server.url``; nothing is p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -168,10 +169,8 @@ class FakeServer:
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop:
-                try:
+                with contextlib.suppress(OSError):
                     h.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 h.close_connection = True
                 return
             return self._send(h, Response(fault.status, fault.body, dict(fault.headers)))
