@@ -22,8 +22,8 @@ from crmsync.connectors.google import (
 from crmsync.sync.errors import ConfigError, DestinationStopped
 from crmsync.sync.model import DestinationConfig
 from crmsync.sync.ratelimit import RollingWindow
-from crmsync.tests.fakes.google import DataManagerFake, error, quota_error
-from crmsync.tests.fakes.server import Request, Response, route
+from fakes.google import DataManagerFake, error, quota_error
+from fakes.server import Request, Response, route
 
 ACCOUNT = "1234567890"
 MANAGER = "9876543210"

@@ -18,7 +18,7 @@ from conftest import write_csv, write_mapping
 
 pytest.importorskip("google.ads.datamanager_v1")
 
-from crmsync.tests.fakes.google import DataManagerFake, quota_error  # noqa: E402
+from fakes.google import DataManagerFake, quota_error  # noqa: E402
 
 ACCOUNT = "1234567890"
 ENV = {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/key.json"}
