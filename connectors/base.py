@@ -205,8 +205,15 @@ class Destination(ABC):
         columns (identifier name -> SQL column), for destinations that send raw values."""
         return None
 
+    def needs_open(self, state: dict[str, Any]) -> bool:
+        """Whether ``open`` must run on a run with nothing to send. By default it does not, so
+        such a run makes no API call at all; say True for a free check (a file) or for work
+        left from the last run (e.g. upload statuses to read)."""
+        return False
+
     def open(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Find or create the remote audience/list/property. ``state`` is what the last
+        """Find or create the remote audience/list/property (called only when the run has
+        changes to send, a resync to do, or ``needs_open``). ``state`` is what the last
         ``open`` returned (e.g. the remote id); return what to keep for next time."""
         return state
 

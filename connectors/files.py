@@ -115,6 +115,9 @@ class CsvDestination(Destination):
     def encode(self, identity: Mapping[str, str | None]) -> str:
         return json.dumps([identity.get(i) or "" for i in self.config.identifiers])
 
+    def needs_open(self, state: dict[str, Any]) -> bool:
+        return True  # a free check that the file is still there
+
     def open(self, state: dict[str, Any]) -> dict[str, Any]:
         if not self.path.exists():
             self._write({})

@@ -338,6 +338,9 @@ class CustomerMatchDestination(Destination):
         return [("login-account", f"accountTypes/GOOGLE_ADS/accounts/{login}")] if login else []
 
     # ------------------------------------------------------------ open
+    def needs_open(self, state: dict[str, Any]) -> bool:
+        return bool(state.get("pending"))  # last run's upload statuses are still to be read
+
     def open(self, state: dict[str, Any]) -> dict[str, Any]:
         """Find or create the list by display name; read the status of last run's requests."""
         self._state = dict(state or {})

@@ -71,7 +71,8 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
     STOP raises ``DestinationStopped``; REJECT and FAIL re-raise the original exception
     (a ``Retryable`` is unwrapped to its outcome). ``meter.retries`` counts retries."""
     policy = policy or RetryPolicy()
-    backoff = wait_exponential_jitter(multiplier=policy.initial_wait, max=policy.max_wait)
+    backoff = wait_exponential_jitter(multiplier=policy.initial_wait, max=policy.max_wait,
+                                     jitter=policy.initial_wait)
 
     def outcome_of(exc: BaseException) -> Outcome:
         return exc.outcome if isinstance(exc, Retryable) else classify(exc)

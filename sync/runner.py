@@ -292,14 +292,16 @@ class Runner:
         try:
             dest = make_destination(self.project, i, self.now)
             sync = DestinationSync(ev, cfg, dest, i)
-            if not dry_run:
-                self.progress(f"opening {cfg.name}")
-                state, _ = self.store.dest_state(cfg.name)
-                state = dest.open(dict(state))
-                if state.pop("resync", False):
-                    sync.resync_from_remote()
-                self.store.save_dest_state(cfg.name, state)
+            state, _ = self.store.dest_state(cfg.name)
+            opened = False
+            if not dry_run and (state.get("resync") or dest.needs_open(state)):
+                state, opened = self._open(dest, sync, state), True
             out.plan = plan = sync.plan()
+            if not dry_run and not opened and (plan.add or plan.remove or plan.update):
+                state, opened = self._open(dest, sync, state), True
+                if state.get("_resynced"):
+                    out.plan = plan = sync.plan()
+            state.pop("_resynced", None)
             if plan_file is not None:
                 self._load_plan_changes(plan, plan_file["changes"].get(cfg.name, []))
             limit = cfg.max_remove_fraction
@@ -319,7 +321,7 @@ class Runner:
                 out.adds, out.removes, out.updates = (pushed["adds"], pushed["removes"],
                                                       pushed["updates"])
                 out.rejected, out.deferred = pushed["rejected"], pushed["deferred"]
-                out.readback = dest.readback()
+                out.readback = dest.readback() if opened else None
                 # the dict open() returned, as the destination left it (e.g. request ids)
                 self.store.save_dest_state(cfg.name, state, self.started)
                 self._rejects = pushed["rejects"]
@@ -351,6 +353,19 @@ class Runner:
         log.log(logging.WARNING if out.status in ("failed", "safeguard") else logging.INFO,
                 "%s", out.summary())
         return out
+
+    def _open(self, dest: Destination, sync: DestinationSync, state: dict[str, Any]
+              ) -> dict[str, Any]:
+        """Open the destination (find or create the remote object); after ``resync``, take the
+        remote's own membership as the ledger where the platform can list it."""
+        self.progress(f"opening {dest.name}")
+        state = dest.open(dict(state))
+        if state.pop("resync", False):
+            sync.resync_from_remote()
+            state["_resynced"] = True
+        self.store.save_dest_state(dest.name, {k: v for k, v in state.items()
+                                               if k != "_resynced"})
+        return state
 
     def run_id_of(self) -> int:
         return int(self.store.con.execute("SELECT max(run_id) FROM runs").fetchone()[0])

@@ -88,6 +88,13 @@ def parse_bool(v: Any) -> bool | None:
 
 def parse_datetime(v: Any, *, as_date: bool = False) -> datetime | None:
     """A mapping's date value (ISO 8601, epoch ms, or a YAML date) -> naive UTC datetime."""
+    try:
+        return _parse_datetime(v, as_date)
+    except (OverflowError, ValueError):  # out of datetime's range
+        return None
+
+
+def _parse_datetime(v: Any, as_date: bool) -> datetime | None:
     import re
 
     if isinstance(v, datetime):

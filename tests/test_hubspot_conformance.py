@@ -1,0 +1,52 @@
+"""The destination conformance battery on hubspot_list, against the fake HubSpot."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance import CHECKS
+
+pytest.importorskip("hubspot")
+
+from fakes.hubspot import FakeHubSpot  # noqa: E402
+
+NAME = "crmsync · conformance"
+
+
+class HubSpotListHarness:
+    batch_limit = 10_000  # the connector's default chunk for add-and-remove
+
+    def __init__(self, fake: FakeHubSpot):
+        self.fake = fake
+
+    def destination(self):
+        return {"type": "hubspot_list", "connection": "hubspot", "list": NAME}
+
+    def connections(self):
+        return {"hubspot": {"type": "hubspot", "token": "${HUBSPOT_TOKEN}",
+                            "base_url": self.fake.url, "rate_limit": 1000, "backoff": 0.01}}
+
+    def env(self):
+        return {"HUBSPOT_TOKEN": "pat-conformance"}
+
+    def keys(self, n):
+        return [self.fake.add_contact({"email": f"c{i}@x.example"}) for i in range(n)]
+
+    def remote(self):
+        return self.fake.members(NAME) if self.fake.list_named(NAME) else set()
+
+    def write_count(self):
+        return len(self.fake.calls("PUT", r"/memberships/add-and-remove$"))
+
+    def fail_next_writes(self, n):
+        self.fake.fail_next(n, status=502, body="Bad Gateway",
+                            path=r"/memberships/add-and-remove$")
+
+    def heal(self):
+        self.fake.scripted.clear()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_conformance(check, cli, tmp_path):
+    with FakeHubSpot(token="pat-conformance", rate_limit=1000) as fake:
+        check(HubSpotListHarness(fake), cli, tmp_path)
