@@ -27,6 +27,12 @@ It encodes the documented behaviour the connector relies on (links next to each 
   allocation every call is refused with 403 ``REQUEST_LIMIT_EXCEEDED``.
   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_api_usage.htm
   https://developer.salesforce.com/docs/platform/salesforce-app-limits-cheatsheet/guide/salesforce-app-limits-platform-api.html
+* Bulk API 2.0 query jobs: ``POST /jobs/query`` creates a job (``UploadComplete``), polling
+  ``GET /jobs/query/{id}`` reaches ``JobComplete``, ``GET .../results?maxRecords=&locator=``
+  returns CSV pages with ``Sforce-Locator`` (``null`` on the last) and
+  ``Sforce-NumberOfRecords``.
+  https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/queries.htm
+  https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_results.htm
 * ``SystemModstamp`` moves on every change (``LastModifiedDate <= SystemModstamp`` always).
 """
 
@@ -129,6 +135,8 @@ class FakeSalesforce(FakeServer):
         self._ids = itertools.count(1)
         self._locators: dict[str, list[dict[str, Any]]] = {}
         self._stalls: list[tuple[str, float]] = []
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.job_polls = 1  # polls answered InProgress before a job is JobComplete
 
     def stall_after_apply(self, path: str, seconds: float) -> None:
         """The next REST request matching ``path`` is applied, then answered only after
@@ -173,11 +181,12 @@ class FakeSalesforce(FakeServer):
             rec["LastModifiedDate"] = rec["SystemModstamp"]
 
     def delete(self, obj: str, rid: str) -> None:
-        """Soft delete (recycle bin); a contact's or lead's campaign members go with it."""
+        """Soft delete (recycle bin); the campaign members of a deleted contact, lead or
+        campaign go with it."""
         self.update(obj, rid, IsDeleted=True)
-        if obj in ("Contact", "Lead"):
+        if obj in ("Contact", "Lead", "Campaign"):
             for m in self.records["CampaignMember"].values():
-                if rid in (m["ContactId"], m["LeadId"]) and not m["IsDeleted"]:
+                if rid in (m["ContactId"], m["LeadId"], m["CampaignId"]) and not m["IsDeleted"]:
                     self.update("CampaignMember", m["Id"], IsDeleted=True)
 
     def merge(self, obj: str, master: str, loser: str) -> None:
@@ -406,6 +415,60 @@ class FakeSalesforce(FakeServer):
             out[real] = rec[real]
         return out
 
+    # ------------------------------------------------------------ Bulk API 2.0 queries
+    @route("POST", API + r"/jobs/query/?")
+    def bulk_create(self, req: Request) -> Response:
+        return self._rest(req, lambda: self._bulk_create(req.json() or {}))
+
+    def _bulk_create(self, body: dict[str, Any]) -> Response:
+        if body.get("operation") != "query":
+            return _errors(400, "FAKE_UNSUPPORTED", "the fake runs operation=query jobs only")
+        try:
+            rows = self._select(body.get("query", ""), include_deleted=False)
+        except ValueError as exc:
+            return _errors(400, "INVALIDJOB", f"fake cannot run the query: {exc}")
+        jid = f"7505g{next(self._ids):013d}"
+        self.jobs[jid] = {"rows": rows, "polls": self.job_polls,
+                          "fields": [f.strip() for f in _SOQL.match(body["query"])
+                                     .group("fields").split(",")]}
+        return Response(200, {"id": jid, "operation": "query", "state": "UploadComplete",
+                              "object": rows[0]["attributes"]["type"] if rows else None})
+
+    @route("GET", API + r"/jobs/query/(?P<jid>\w+)/?")
+    def bulk_job(self, req: Request) -> Response:
+        job = self.jobs.get(req.match.group("jid"))
+        if job is None:
+            return self._rest(req, lambda: _errors(404, "NOT_FOUND", "job not found"))
+        state = "InProgress" if job["polls"] > 0 else "JobComplete"
+        job["polls"] -= 1
+        return self._rest(req, lambda: Response(200, {"id": req.match.group("jid"),
+                                                      "state": state,
+                                                      "numberRecordsProcessed": len(job["rows"])}))
+
+    @route("GET", API + r"/jobs/query/(?P<jid>\w+)/results/?")
+    def bulk_results(self, req: Request) -> Response:
+        job = self.jobs.get(req.match.group("jid"))
+        if job is None or job["polls"] >= 0:
+            return self._rest(req, lambda: _errors(400, "INVALIDJOBSTATE", "job not complete"))
+        return self._rest(req, lambda: self._csv_page(req, job))
+
+    def _csv_page(self, req: Request, job: dict[str, Any]) -> Response:
+        import csv
+        import io
+
+        start = int(req.arg("locator") or 0)
+        size = int(req.arg("maxRecords") or 50_000)
+        page = job["rows"][start:start + size]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(job["fields"])
+        for row in page:
+            writer.writerow([_csv_cell(row[f]) for f in job["fields"]])
+        nxt = start + len(page)
+        return Response(200, buf.getvalue(), {
+            "Content-Type": "text/csv", "Sforce-NumberOfRecords": str(len(page)),
+            "Sforce-Locator": str(nxt) if nxt < len(job["rows"]) else "null"})
+
     # ------------------------------------------------------------ single-record create
     @route("POST", API + r"/sobjects/(?P<obj>\w+)/?")
     def create_one(self, req: Request) -> Response:
@@ -510,6 +573,18 @@ class FakeSalesforce(FakeServer):
                 self.delete(obj, rid)
                 out.append({"id": rid, "success": True, "errors": []})
         return Response(200, out)
+
+
+def _csv_cell(value: Any) -> str:
+    """Bulk API 2.0 CSV: null is an empty cell, booleans are true/false, datetimes end in Z
+    (2026-11-01T00:00:08.000Z, unlike REST's +0000)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT.*\+0000$", value):
+        return value[:-5] + "Z"
+    return str(value)
 
 
 def _row_error(rid: str | None, code: str, message: str, fields: list[str]) -> dict[str, Any]:
