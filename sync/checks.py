@@ -20,10 +20,13 @@ def known_fields(project: Project) -> dict[str, dict[str, FieldType | None]]:
             declared = src.declared_fields()
         except (CrmsyncError, OSError):
             declared = None
-        if declared is not None:  # files: columns not in schema: are strings
-            out[name] = {f: cfg.schema_.get(f, FieldType.string) for f in declared}
-        elif cfg.properties:  # platforms type their properties themselves: unknown here
-            out[name] = {f: cfg.schema_.get(f) for f in cfg.properties}
+        if declared is None and cfg.properties:
+            declared = list(cfg.properties)
+        if declared is not None:
+            # files: columns not in schema: are strings; platforms type their own fields
+            # (HubSpot definitions, Salesforce describe), unknown without network
+            default = None if cfg.connection else FieldType.string
+            out[name] = {f: cfg.schema_.get(f, default) for f in declared}
     return out
 
 
