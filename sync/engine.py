@@ -93,7 +93,8 @@ class Evaluation:
                 cols += [f"{alias}.{q(f)}" for f in score_fields(name, score)]
             else:
                 cols.append(f"{weighted_sql(score)} AS {q(name)}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {scored} AS SELECT {base}.*"
+        # one materialisation: the scores are a view, the segment columns computed in place
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {scored} AS SELECT {base}.*"
                     f"{', ' + ', '.join(cols) if cols else ''} FROM {base} {' '.join(joins)}")
         self.fields[source] = fields
         # segments, groups, holdouts, suppressions
@@ -103,8 +104,6 @@ class Evaluation:
         sups = [s for s in m.suppressions if self.project.source_of("suppressions", s) == source]
         for s in sups:
             exprs.append(f"{self.suppression_sql(s, compiler)} AS {q('s:' + s)}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _w AS SELECT *"
-                    f"{', ' + ', '.join(exprs) if exprs else ''} FROM {scored}")
         member = {s: q("w:" + s) for s in segs}
         for g in m.groups.values():
             if not g.exclusive:
@@ -118,8 +117,9 @@ class Evaluation:
         for s in segs:
             hold = m.segments[s].holdout
             extra.append(f"{holdout_sql(s, hold) if hold else 'FALSE'} AS {q('h:' + s)}")
+        inner = f"SELECT *{', ' + ', '.join(exprs) if exprs else ''} FROM {scored}"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table(source)} AS SELECT *"
-                    f"{', ' + ', '.join(extra) if extra else ''} FROM _w")
+                    f"{', ' + ', '.join(extra) if extra else ''} FROM ({inner})")
 
     def compiler(self, source: str, table: str) -> Compiler:
         m, con = self.project.mapping, self.con

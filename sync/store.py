@@ -195,34 +195,19 @@ class Store:
                 src = f"read_json({_lit(str(path))}, format='newline_delimited', columns={{{cols}}})"
             with self.transaction() as con:
                 table = snap(source)
-                if not self.has_snapshot(source):
-                    cols = ", ".join(f"{q(f)} VARCHAR" for f in fields)
-                    con.execute(f"CREATE TABLE {table} (_key VARCHAR PRIMARY KEY"
-                                f"{', ' + cols if cols else ''})")
-                existing = {r[0] for r in con.execute(
-                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
-                    [f"snap_{source}"]).fetchall()}
-                for f in fields:
-                    if f not in existing:
-                        con.execute(f"ALTER TABLE {table} ADD COLUMN {q(f)} VARCHAR")
                 select = ", ".join([f"CAST({q(key_field)} AS VARCHAR)",
                                     *(f"CAST({q(f)} AS VARCHAR)" for f in fields)])
                 names = ", ".join(["_key", *(q(f) for f in fields)])
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS SELECT DISTINCT ON "
-                            f"(_key) * FROM (SELECT {select} FROM {src}) AS t({names}) "
-                            f"WHERE _key IS NOT NULL AND trim(_key) <> ''")
-                if pull.full:
-                    con.execute(f"DELETE FROM {table}")
+                rows = (f"SELECT DISTINCT ON (_key) * FROM (SELECT {select} FROM {src}) "
+                        f"AS t({names}) WHERE _key IS NOT NULL AND trim(_key) <> ''")
+                if pull.full:  # the whole population: replace the table in one pass
+                    con.execute(f"CREATE OR REPLACE TABLE {table} AS {rows}")
+                    n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 else:
-                    con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT _key FROM _incoming)")
-                    deleted = list(pull.deleted)
-                    if deleted:
-                        con.execute("CREATE OR REPLACE TEMP TABLE _deleted (k VARCHAR)")
-                        con.executemany("INSERT INTO _deleted VALUES (?)", [[d] for d in deleted])
-                        con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT k FROM _deleted)")
-                con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
-                n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
-                all_schema = {**(self.schema(source) or (None, {}))[1], **schema}
+                    self._upsert(source, fields, rows, names, list(pull.deleted))
+                    n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
+                old = {} if pull.full else (self.schema(source) or (None, {}))[1]
+                all_schema = {**old, **schema}
                 con.execute(
                     "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, "
                     "coalesce((SELECT version FROM sources WHERE source = ?), 0) + 1)",
@@ -230,6 +215,25 @@ class Store:
                      json.dumps(pull.cursor) if pull.cursor is not None else None,
                      now if pull.full else self._last_full(source), now, source])
         return n
+
+    def _upsert(self, source: str, fields: list[str], rows: str, names: str,
+                deleted: list[str]) -> None:
+        """Incremental pull: replace the changed contacts, drop the deleted ones."""
+        con, table = self.con, snap(source)
+        if not self.has_snapshot(source):
+            cols = ", ".join(f"{q(f)} VARCHAR" for f in fields)
+            con.execute(f"CREATE TABLE {table} (_key VARCHAR{', ' + cols if cols else ''})")
+        existing = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
+            [f"snap_{source}"]).fetchall()}
+        for f in fields:
+            if f not in existing:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {q(f)} VARCHAR")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {rows}")
+        con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT _key FROM _incoming)")
+        if deleted:
+            con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT unnest(?))", [deleted])
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
 
     def _last_full(self, source: str) -> datetime | None:
         row = self.con.execute("SELECT last_full_at FROM sources WHERE source = ?",
