@@ -59,15 +59,18 @@ class Evaluation:
             raise ConfigError([self.project.problem(
                 f"sources.{source}", "no snapshot of this source in the store yet",
                 "run `crmsync plan` without --offline first")])
-        _key_field, schema = found
-        typed = ", ".join(f"{typed_sql(q(f), t)} AS {q(f)}" for f, t in schema.items()
-                          if f != _key_field)
+        key_field, schema = found
+        # the key is a field like any other (conditions may name it)
+        typed = ", ".join(f"{typed_sql(q('_key') if f == key_field else q(f), t)} AS {q(f)}"
+                          for f, t in schema.items())
+        if key_field not in schema:
+            typed = ", ".join(filter(None, [typed, f"_key AS {q(key_field)}"]))
         base = q(f"typed_{source}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS SELECT _key"
                     f"{', ' + typed if typed else ''} FROM {snap(source)}")
         # unparseable values, per field (typed as something other than a string)
-        checks = [f for f, t in schema.items() if t not in (FieldType.string,
-                                                           FieldType.enumeration)]
+        checks = [f for f, t in schema.items() if f != key_field
+                  and t not in (FieldType.string, FieldType.enumeration)]
         if checks:
             sel = ", ".join(f"count(*) FILTER (WHERE trim(s.{q(f)}) <> '' AND t.{q(f)} IS NULL)"
                             for f in checks)

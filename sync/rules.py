@@ -59,6 +59,8 @@ class Compiler:
         col = q(c.field)
         if c.op == "is_known":
             known = bool(parse_value(c.value, FieldType.bool))
+            if c.or_unknown:  # holds on unknown too
+                return "TRUE" if known else f"({col} IS NULL)"
             return f"({col} IS {'NOT ' if known else ''}NULL)"
         body = self.body(c, ftype, col)
         if c.or_unknown:

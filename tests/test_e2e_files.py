@@ -255,3 +255,15 @@ def test_unreachable_webhook_never_fails_the_run(cli, tmp_path):
         mock.post("https://hooks.example/x").mock(side_effect=httpx.ConnectError("down"))
         res = cli("run", "-c", m)
     assert res.exit_code == 1  # the destination failed; the webhook's failure changed nothing
+
+
+def test_conditions_may_name_the_key_field(cli, tmp_path):
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
+    mp = mapping(tmp_path)
+    mp["segments"]["some"] = {"where": {"field": "id", "in": ["k0001", "K0002 "]}}
+    mp["segments"]["all_known"] = {"where": {"field": "stage", "is_known": True,
+                                             "or_unknown": True}}
+    m = write_mapping(tmp_path / "m.yaml", mp)
+    plan = cli.json("plan", "-c", m)
+    assert plan["segments"]["some"]["matched"] == 2
+    assert plan["segments"]["all_known"]["matched"] == 10
