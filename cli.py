@@ -85,6 +85,8 @@ def _print_plan(res) -> None:
                    f"~{f['update']} ={f['unchanged']} (suppressed {f['suppressed']}, "
                    f"no consent {f['no_consent']}, no identifier {f['no_identifier']})"
                    + (f" [{d.status}: {d.message}]" if d.message else ""))
+        if d.readback:
+            typer.echo(f"  as last reported by the platform: {json.dumps(d.readback)}")
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
 

@@ -132,10 +132,16 @@ class Result:
             return 1
         return 0
 
+    @staticmethod
+    def _figures(d: DestOutcome) -> dict[str, Any]:
+        out = d.plan.figures() if d.plan else {"skipped": d.message}
+        if d.readback:
+            out["readback"] = d.readback
+        return out
+
     def plan_json(self) -> dict[str, Any]:
         return {"as_of": iso(self.as_of), "segments": self.segments,
-                "destinations": {d.name: (d.plan.figures() if d.plan else {"skipped": d.message})
-                                 for d in self.destinations},
+                "destinations": {d.name: self._figures(d) for d in self.destinations},
                 "warnings": self.warnings}
 
 
@@ -203,8 +209,9 @@ class Runner:
             for i in self.selected(only):
                 cfg = self.project.mapping.destinations[i]
                 dest = make_destination(self.project, i, self.now)
-                res.destinations.append(DestOutcome(cfg.name, "planned",
-                                                    DestinationSync(ev, cfg, dest, i).plan()))
+                out = DestOutcome(cfg.name, "planned", DestinationSync(ev, cfg, dest, i).plan())
+                out.readback = self.store.last_readback(cfg.name)  # no call: as last reported
+                res.destinations.append(out)
             self._plan_ev = ev
             return res
 

@@ -292,6 +292,13 @@ class Store:
         if rows:
             self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?)", rows)
 
+    def last_readback(self, dest: str) -> dict[str, Any] | None:
+        """The platform's own figures (size, match rate) from the last run that had them."""
+        row = self.con.execute(
+            "SELECT readback FROM run_destinations WHERE dest = ? AND readback IS NOT NULL "
+            "ORDER BY run_id DESC LIMIT 1", [dest]).fetchone()
+        return json.loads(row[0]) if row else None
+
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
         runs = self.con.execute(
             "SELECT run_id, command, started_at, finished_at, as_of, status, exit_code FROM runs "

@@ -114,6 +114,9 @@ def test_gate_then_incremental_mirror_with_minimum_calls(cli, tmp_path, fake, ca
     again = cli.json("run", "-c", m, env=ENV)["destinations"]["champions-google"]
     assert (again["add"], again["remove"], again["calls"]) == (0, 0, 0)
     assert len(fake.requests) == before  # nothing changed: no API call at all
+    planned = cli.json("plan", "-c", m, env=ENV)["destinations"]["champions-google"]
+    assert {"size", "match_rate"} <= set(planned["readback"])  # as last reported, no call
+    assert len(fake.requests) == before
 
     rows = [r for r in rows if r[0] != "k00002"] + [contact(10)]
     write_csv(tmp_path / "contacts.csv", HEADER, rows)

@@ -97,6 +97,10 @@ def test_consent_suppression_gate_then_incremental_mirror(cli, tmp_path, fake, c
     again = cli.json("run", "-c", m, env=ENV)["destinations"]["champions-meta"]
     assert (again["add"], again["remove"], again["calls"]) == (0, 0, 0)
     assert len(fake.requests) == before  # nothing changed: no API call at all
+    # plan shows the audience's own reported size, as of the last push, with no call
+    planned = cli.json("plan", "-c", m, env=ENV)["destinations"]["champions-meta"]
+    assert planned["readback"]["approximate_count_lower_bound"] == 5
+    assert len(fake.requests) == before
 
     theirs = (("EMAIL", sha("someone@else.example")),)
     aud.members.add(theirs)  # added in Ads Manager by someone else
