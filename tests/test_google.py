@@ -22,6 +22,7 @@ from crmsync.connectors.google import (
 from crmsync.sync.errors import ConfigError, DestinationStopped
 from crmsync.sync.model import DestinationConfig
 from crmsync.sync.ratelimit import RollingWindow
+
 from fakes.google import DataManagerFake, error, quota_error
 from fakes.server import Request, Response, route
 

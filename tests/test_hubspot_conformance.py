@@ -46,7 +46,29 @@ class HubSpotListHarness:
         self.fake.scripted.clear()
 
 
+class HubSpotPropertyHarness(HubSpotListHarness):
+    """hubspot_property: a member is a contact whose property holds the segment name."""
+
+    batch_limit = 100  # inputs per batch update
+
+    def destination(self):
+        return {"type": "hubspot_property", "connection": "hubspot", "property": "crmsync_seg"}
+
+    def remote(self):
+        return {cid for cid, c in self.fake.contacts.items()
+                if c["props"].get("crmsync_seg") == "s"}
+
+    def write_count(self):
+        return len(self.fake.calls("POST", r"/crm/v3/objects/contacts/batch/update$"))
+
+    def fail_next_writes(self, n):
+        self.fake.fail_next(n, status=502, body="Bad Gateway",
+                            path=r"/crm/v3/objects/contacts/batch/update$")
+
+
+@pytest.mark.parametrize("harness", [HubSpotListHarness, HubSpotPropertyHarness],
+                         ids=["hubspot_list", "hubspot_property"])
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_conformance(check, cli, tmp_path):
+def test_conformance(check, harness, cli, tmp_path):
     with FakeHubSpot(token="pat-conformance", rate_limit=1000) as fake:
-        check(HubSpotListHarness(fake), cli, tmp_path)
+        check(harness(fake), cli, tmp_path)
