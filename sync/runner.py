@@ -61,29 +61,27 @@ def connection(project: Project, name: str) -> tuple[ConnectionConfig, dict[str,
     return conn, env
 
 
+def _context(project: Project, conn_name: str | None, now: datetime
+             ) -> tuple[Context, ConnectionConfig | None]:
+    ctx = Context(now=now, base_dir=project.base_dir, meter=Meter())
+    if not conn_name:
+        return ctx, None
+    conn, ctx.env_var = connection(project, conn_name)
+    return ctx, conn
+
+
 def make_source(project: Project, name: str, now: datetime) -> Source:
     cfg = project.mapping.sources[name]
-    ctx = Context(now=now, base_dir=project.base_dir, meter=Meter())
-    conn = None
-    if cfg.connection:
-        conn, ctx.env_var = connection(project, cfg.connection)
-        kind = conn.type
-    else:
-        kind = cfg.type or "csv"
-    cls = connectors.load("source", kind)
-    opts = _options(project, f"sources.{name}", cls, cfg.options)
-    return cls(name, cfg, opts, conn, ctx)
+    ctx, conn = _context(project, cfg.connection, now)
+    cls = connectors.load("source", conn.type if conn else (cfg.type or "csv"))
+    return cls(name, cfg, _options(project, f"sources.{name}", cls, cfg.options), conn, ctx)
 
 
 def make_destination(project: Project, index: int, now: datetime) -> Destination:
     cfg = project.mapping.destinations[index]
-    ctx = Context(now=now, base_dir=project.base_dir, meter=Meter())
-    conn = None
-    if cfg.connection:
-        conn, ctx.env_var = connection(project, cfg.connection)
+    ctx, conn = _context(project, cfg.connection, now)
     cls = connectors.load("destination", cfg.type)
-    opts = _options(project, f"destinations[{index}]", cls, cfg.options)
-    return cls(cfg, opts, conn, ctx)
+    return cls(cfg, _options(project, f"destinations[{index}]", cls, cfg.options), conn, ctx)
 
 
 # ---------------------------------------------------------------- results
@@ -296,6 +294,7 @@ class Runner:
             return out
         t0 = time.monotonic()
         dest = None
+        rejects: list[tuple[str, str]] = []
         try:
             dest = make_destination(self.project, i, self.now)
             sync = DestinationSync(ev, cfg, dest, i)
@@ -331,7 +330,7 @@ class Runner:
                 out.readback = dest.readback() if opened else None
                 # the dict open() returned, as the destination left it (e.g. request ids)
                 self.store.save_dest_state(cfg.name, state, self.started)
-                self._rejects = pushed["rejects"]
+                rejects = pushed["rejects"]
         except DestinationStopped as exc:
             out.status, out.message = "failed", str(exc)
         except CrmsyncError as exc:
@@ -348,8 +347,6 @@ class Runner:
         out.duration = time.monotonic() - t0
         if not dry_run:
             p = out.plan
-            rejects = getattr(self, "_rejects", []) if out.status == "ok" else []
-            self._rejects = []
             self.store.record_destination(self.run_id_of(), {
                 "dest": cfg.name, "status": out.status, "segment": cfg.segment or cfg.group,
                 "desired": p.desired if p else None, "adds": out.adds, "removes": out.removes,
