@@ -11,12 +11,12 @@ from .model import FieldType
 
 def known_fields(project: Project) -> dict[str, dict[str, FieldType | None]]:
     """Per source, the fields known without network (files: their header typed by schema:)."""
-    from .runner import make_source
+    from .runner import make_source, utcnow
 
     out: dict[str, dict[str, FieldType]] = {}
     for name, cfg in project.mapping.sources.items():
         try:
-            src = make_source(project, name, project_now())
+            src = make_source(project, name, utcnow())
             declared = src.declared_fields()
         except (CrmsyncError, OSError):
             declared = None
@@ -28,12 +28,6 @@ def known_fields(project: Project) -> dict[str, dict[str, FieldType | None]]:
             default = None if cfg.connection else FieldType.string
             out[name] = {f: cfg.schema_.get(f, default) for f in declared}
     return out
-
-
-def project_now():
-    from .runner import utcnow
-
-    return utcnow()
 
 
 def check_project(path: Path) -> list[Problem]:

@@ -9,7 +9,6 @@ followed by a re-run converges with nothing lost and nothing sent twice that mat
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -270,8 +269,3 @@ class DestinationSync:
                 con.execute(f"INSERT INTO ledger SELECT ?, unnest(?), {fp}, NULL, 'member', ?",
                             [self.cfg.name, keys, self.ev.now])
         return True
-
-
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    start = time.monotonic()
-    return fn(*args, **kwargs), time.monotonic() - start

@@ -161,8 +161,7 @@ class Runner:
         self.store.close()
 
     # ------------------------------------------------------------ pull + evaluate
-    def pull(self) -> list[str]:
-        warnings = []
+    def pull(self) -> None:
         for name in self.project.mapping.sources:
             src = make_source(self.project, name, self.now)
             state = self.store.source_state(name)
@@ -173,7 +172,6 @@ class Runner:
             n = self.store.write_pull(name, src.key, schema, result, self.now)
             log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
                      "full" if result.full else "incremental", time.monotonic() - t0)
-        return warnings
 
     def evaluate(self, offline: bool = False) -> Evaluation:
         if not offline:
@@ -210,7 +208,6 @@ class Runner:
                 out = DestOutcome(cfg.name, "planned", DestinationSync(ev, cfg, dest, i).plan())
                 out.readback = self.store.last_readback(cfg.name)  # no call: as last reported
                 res.destinations.append(out)
-            self._plan_ev = ev
             return res
 
     def write_plan_file(self, res: Result, path: Path) -> None:
@@ -240,7 +237,8 @@ class Runner:
                 if not dry_run:
                     res.moves = self._record_segments(run_id, res.segments, ev)
                 for i in self.selected(only):
-                    res.destinations.append(self._destination(ev, i, dry_run, force, plan_file))
+                    res.destinations.append(
+                        self._destination(ev, run_id, i, dry_run, force, plan_file))
             except BaseException:
                 self.store.end_run(run_id, utcnow(), "crashed", 1)
                 raise
@@ -284,7 +282,7 @@ class Runner:
         pairs |= {(t.from_, t.to) for al in m.alerts for t in al.transitions}
         return self.store.record_memberships(run_id, "_current", sorted(pairs))
 
-    def _destination(self, ev: Evaluation, i: int, dry_run: bool, force: bool,
+    def _destination(self, ev: Evaluation, run_id: int, i: int, dry_run: bool, force: bool,
                      plan_file: dict[str, Any] | None) -> DestOutcome:
         cfg = self.project.mapping.destinations[i]
         out = DestOutcome(cfg.name, "ok")
@@ -347,7 +345,7 @@ class Runner:
         out.duration = time.monotonic() - t0
         if not dry_run:
             p = out.plan
-            self.store.record_destination(self.run_id_of(), {
+            self.store.record_destination(run_id, {
                 "dest": cfg.name, "status": out.status, "segment": cfg.segment or cfg.group,
                 "desired": p.desired if p else None, "adds": out.adds, "removes": out.removes,
                 "updates": out.updates, "rejected": out.rejected + (p.no_identifier if p else 0),
@@ -370,9 +368,6 @@ class Runner:
         self.store.save_dest_state(dest.name, {k: v for k, v in state.items()
                                                if k != "_resynced"})
         return state
-
-    def run_id_of(self) -> int:
-        return int(self.store.con.execute("SELECT max(run_id) FROM runs").fetchone()[0])
 
     def _load_plan_changes(self, plan: DestPlan, rows: list[list[Any]]) -> None:
         """``apply``: push exactly the plan file's changes instead of a fresh diff."""
