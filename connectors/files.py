@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import tempfile
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ class FileOptions(BaseModel):
     delimiter: str = ","
 
 
-class CsvSource(Source):
-    """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings).
-    Every pull is full: the file is the whole population."""
+class _FileSource(Source):
+    """A file that is the whole population. A pull whose file has not changed since the
+    last one (same size, modification time, inode, key and options) changes nothing."""
 
     Options = FileOptions
 
@@ -37,9 +38,9 @@ class CsvSource(Source):
     def path(self) -> Path:
         return self.ctx.resolve(self.options.path)
 
+    @abstractmethod
     def columns(self) -> list[str]:
-        with self.path.open(newline="", encoding="utf-8-sig") as fh:
-            return next(csv.reader(fh, delimiter=self.options.delimiter), [])
+        """The file's column names."""
 
     def declared_fields(self) -> list[str]:
         return self.columns()
@@ -47,22 +48,38 @@ class CsvSource(Source):
     def schema(self) -> dict[str, FieldType]:
         return {c: self.config.schema_.get(c, FieldType.string) for c in self.columns()}
 
+    def fingerprint(self) -> dict[str, Any]:
+        st = self.path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
+                "key": self.key, "options": self.options.model_dump()}
+
     def pull(self, state: SourceState) -> Pull:
+        fp = self.fingerprint()
+        if state.rows and state.cursor == fp:
+            return Pull(full=False, cursor=fp)  # unchanged: nothing to upsert or delete
+        return Pull(full=True, sql=self.select(), cursor=fp)
+
+    @abstractmethod
+    def select(self) -> str:
+        """A DuckDB SELECT of every column of the file, as text."""
+
+
+class CsvSource(_FileSource):
+    """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings)."""
+
+    def columns(self) -> list[str]:
+        with self.path.open(newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh, delimiter=self.options.delimiter), [])
+
+    def select(self) -> str:
         cols = ", ".join(f"{q(c)}: 'VARCHAR'" for c in self.columns())
-        sql = (f"SELECT * FROM read_csv({_sql_path(self.path)}, header=true, "
-               f"delim={_sql_path(Path(self.options.delimiter))}, columns={{{cols}}}, "
-               f"quote='\"', escape='\"', strict_mode=false, null_padding=true)")
-        return Pull(full=True, sql=sql)
+        return (f"SELECT * FROM read_csv({_sql_path(self.path)}, header=true, "
+                f"delim={_sql_path(Path(self.options.delimiter))}, columns={{{cols}}}, "
+                f"quote='\"', escape='\"', strict_mode=false, null_padding=true)")
 
 
-class JsonlSource(Source):
+class JsonlSource(_FileSource):
     """``type: jsonl``: one JSON object per line; lists become multi-select values."""
-
-    Options = FileOptions
-
-    @property
-    def path(self) -> Path:
-        return self.ctx.resolve(self.options.path)
 
     def columns(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -72,13 +89,7 @@ class JsonlSource(Source):
                     seen.update(dict.fromkeys(json.loads(line)))
         return list(seen)
 
-    def declared_fields(self) -> list[str]:
-        return self.columns()
-
-    def schema(self) -> dict[str, FieldType]:
-        return {c: self.config.schema_.get(c, FieldType.string) for c in self.columns()}
-
-    def pull(self, state: SourceState) -> Pull:
+    def select(self) -> str:
         def col(c: str) -> str:
             # a JSON path with a quoted member name: $."name"
             p = "'$.\"" + c.replace("'", "''").replace('"', '\\"') + "\"'"
@@ -87,7 +98,7 @@ class JsonlSource(Source):
                     f"ELSE json_extract_string(json, {p}) END AS {q(c)}")
 
         sel = ", ".join(col(c) for c in self.columns())
-        return Pull(full=True, sql=f"SELECT {sel} FROM read_ndjson_objects({_sql_path(self.path)})")
+        return f"SELECT {sel} FROM read_ndjson_objects({_sql_path(self.path)})"
 
 
 class CsvOptions(BaseModel):

@@ -17,7 +17,14 @@ import duckdb
 from .errors import ConfigError
 from .loader import Project
 from .model import FieldType
-from .rules import Compiler, rfm_sql, score_fields, threshold_sql, weighted_sql
+from .rules import (
+    Compiler,
+    rfm_columns,
+    rfm_cutoffs_sql,
+    score_fields,
+    threshold_sql,
+    weighted_sql,
+)
 from .store import Store, snap
 from .values import lit, q, typed_sql
 
@@ -42,7 +49,22 @@ class Evaluation:
         return self.store.con
 
     def table(self, source: str) -> str:
+        """Per contact: ``_key``, the identifier and consent fields, and the flags."""
         return q(f"eval_{source}")
+
+    def view(self, source: str) -> str:
+        """Per contact: every typed field and score, and the flags."""
+        return q(f"full_{source}")
+
+    def _carried(self, source: str) -> list[str]:
+        m = self.project.mapping
+        fields = list(m.sources[source].identity.fields().values())
+        for d in m.destinations:
+            target = ("segments", d.segment) if d.segment else (
+                "segments", m.groups[d.group].segments[0])
+            if d.consent and self.project.source_of(*target) == source:
+                fields.append(d.consent)
+        return list(dict.fromkeys(fields))
 
     # ------------------------------------------------------------ build
     @classmethod
@@ -53,6 +75,9 @@ class Evaluation:
         return ev
 
     def _build_source(self, source: str) -> None:
+        """One pass over the snapshot: typed, scored and flagged, materialising only the
+        key, the fields destinations read and the flags. The RFM cut-offs and the percent
+        thresholds come first, from narrow queries."""
         m, con = self.project.mapping, self.con
         found = self.store.schema(source)
         if found is None:
@@ -60,45 +85,37 @@ class Evaluation:
                 f"sources.{source}", "no snapshot of this source in the store yet",
                 "run `crmsync plan` without --offline first")])
         key_field, schema = found
-        # the key is a field like any other (conditions may name it)
-        typed = ", ".join(f"{typed_sql(q('_key') if f == key_field else q(f), t)} AS {q(f)}"
-                          for f, t in schema.items())
+        # typed fields (the key is a field like any other: conditions may name it), and a
+        # u:<field> flag for a value present but unparseable as its type
+        raw = {f: q("_key") if f == key_field else q(f) for f in schema}
+        typed = [f"{typed_sql(raw[f], t)} AS {q(f)}" for f, t in schema.items()]
         if key_field not in schema:
-            typed = ", ".join(filter(None, [typed, f"_key AS {q(key_field)}"]))
-        base = q(f"typed_{source}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS SELECT _key"
-                    f"{', ' + typed if typed else ''} FROM {snap(source)}")
-        # unparseable values, per field (typed as something other than a string)
+            typed.append(f"_key AS {q(key_field)}")
         checks = [f for f, t in schema.items() if f != key_field
                   and t not in (FieldType.string, FieldType.enumeration)]
-        if checks:
-            sel = ", ".join(f"count(*) FILTER (WHERE trim(s.{q(f)}) <> '' AND t.{q(f)} IS NULL)"
-                            for f in checks)
-            counts = con.execute(f"SELECT {sel} FROM {snap(source)} s JOIN {base} t "
-                                 f"USING (_key)").fetchone()
-            bad = {f: int(n) for f, n in zip(checks, counts, strict=True) if n}
-            self.unknown_counts[source] = bad
-            for f, n in bad.items():
-                self.warnings.append(f"{source}.{f}: {n} value(s) could not be parsed as "
-                                     f"{schema[f]} and count as unknown")
+        typed += [f"(trim({raw[f]}) <> '' AND {typed_sql(raw[f], schema[f])} IS NULL) "
+                  f"AS {q('u:' + f)}" for f in checks]
+        view = f"(SELECT _key, {', '.join(typed)} FROM {snap(source)})"
+        # scores, as two layers of expressions over the typed fields
         fields = dict(schema)
-        # scores
-        scored = q(f"scored_{source}")
-        joins, cols = [], []
+        first, second = [], []
         for name, score in m.scores.items():
             if self.project.source_of("scores", name) != source:
                 continue
             fields.update(score_fields(name, score))
             if score.type == "rfm":
-                alias = q(f"_rfm_{name}")
-                joins.append(f"LEFT JOIN ({rfm_sql(name, score, base, self.now)}) {alias} "
-                             f"USING (_key)")
-                cols += [f"{alias}.{q(f)}" for f in score_fields(name, score)]
+                sql = rfm_cutoffs_sql(score, view)
+                cutoffs = list(con.execute(sql).fetchone()) if sql else []
+                a, b = rfm_columns(name, score, cutoffs, self.now)
+                first += a
+                second += b
             else:
-                cols.append(f"{weighted_sql(score)} AS {q(name)}")
-        # one materialisation: the scores are a view, the segment columns computed in place
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {scored} AS SELECT {base}.*"
-                    f"{', ' + ', '.join(cols) if cols else ''} FROM {base} {' '.join(joins)}")
+                first.append(f"{weighted_sql(score)} AS {q(name)}")
+        for layer in (first, second):
+            if layer:
+                view = f"(SELECT *, {', '.join(layer)} FROM {view})"
+        scored = q(f"scored_{source}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {scored} AS SELECT * FROM {view}")
         self.fields[source] = fields
         # segments, groups, holdouts, suppressions
         compiler = self.compiler(source, scored)
@@ -120,9 +137,27 @@ class Evaluation:
         for s in segs:
             hold = m.segments[s].holdout
             extra.append(f"{holdout_sql(s, hold) if hold else 'FALSE'} AS {q('h:' + s)}")
-        inner = f"SELECT *{', ' + ', '.join(exprs) if exprs else ''} FROM {scored}"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table(source)} AS SELECT *"
-                    f"{', ' + ', '.join(extra) if extra else ''} FROM ({inner})")
+        # materialised: the key, the fields destinations read (identifiers, consent), the
+        # unparseable-value flags and the segment flags. The full view puts every typed
+        # field beside them: the table is a pure projection of the snapshot's scan, so in
+        # its row order, and a positional join lines the two up with no copy and no hash.
+        carried = [q(f) for f in self._carried(source) if f in fields and f != "_key"]
+        flags = [q("u:" + f) for f in checks] + [e.rsplit(" AS ", 1)[1] for e in exprs] + extra
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table(source)} AS SELECT "
+                    f"{', '.join(['_key', *carried, *flags])} "
+                    f"FROM (SELECT {''.join(e + ', ' for e in exprs)}* FROM {scored})")
+        hide = ", ".join(["_key", *carried, *(q("u:" + f) for f in checks)])
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {self.view(source)} AS SELECT * FROM {scored} "
+                    f"POSITIONAL JOIN (SELECT * EXCLUDE ({hide}) FROM {self.table(source)})")
+        # unparseable values, per field
+        if checks:
+            sel = ", ".join(f"count(*) FILTER (WHERE {q('u:' + f)})" for f in checks)
+            counts = con.execute(f"SELECT {sel} FROM {self.table(source)}").fetchone()
+            bad = {f: int(n) for f, n in zip(checks, counts, strict=True) if n}
+            self.unknown_counts[source] = bad
+            for f, n in bad.items():
+                self.warnings.append(f"{source}.{f}: {n} value(s) could not be parsed as "
+                                     f"{schema[f]} and count as unknown")
 
     def compiler(self, source: str, table: str) -> Compiler:
         m, con = self.project.mapping, self.con

@@ -28,7 +28,7 @@ def explain(runner: Any, who: str, offline: bool = True) -> dict[str, Any]:
         ev = runner.evaluate(offline)
         project, con = runner.project, runner.store.con
         for source, scfg in project.mapping.sources.items():
-            table = ev.table(source)
+            table = ev.view(source)
             email = scfg.identity.email
             cond = f"_key = {lit(who)}"
             if email and "@" in who:
@@ -41,7 +41,7 @@ def explain(runner: Any, who: str, offline: bool = True) -> dict[str, Any]:
 
 def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
     project, con = ev.project, ev.con
-    table = ev.table(source)
+    table = ev.view(source)
     scored = q(f"scored_{source}")
     comp = ev.compiler(source, scored)
 

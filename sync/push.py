@@ -93,18 +93,17 @@ class DestinationSync:
         has_id = (" OR ".join(f"{id_cols[i]} IS NOT NULL" for i in wanted) or "FALSE") \
             if cfg.identifiers else "TRUE"
         id_select = "".join(f", {c} AS {q('i:' + n)}" for n, c in id_cols.items())
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_c AS
-            SELECT _key AS key, {label} AS label, ({held}) AS held, ({suppressed}) AS sup,
+        cands = f"""SELECT _key AS key, {label} AS label, ({held}) AS held, ({suppressed}) AS sup,
                    ({consent}) AS consent, ({has_id}) AS has_id {id_select}
-            FROM {table} WHERE ({label}) IS NOT NULL OR ({held})""")
+            FROM {table} WHERE ({label}) IS NOT NULL OR ({held})"""
         p = DestPlan(cfg.name, cfg.segment, cfg.group)
         row = con.execute(f"""SELECT count(*) FILTER (WHERE held),
               count(*) FILTER (WHERE NOT held AND sup),
               count(*) FILTER (WHERE NOT held AND NOT sup AND NOT consent),
               count(*) FILTER (WHERE NOT held AND NOT sup AND consent AND NOT has_id)
-            FROM {t}_c""").fetchone()
+            FROM ({cands})""").fetchone()
         p.held_out, p.suppressed, p.no_consent, p.no_identifier = (int(x) for x in row)
-        base = f"SELECT * FROM {t}_c WHERE NOT held AND NOT sup AND consent AND has_id"
+        base = f"SELECT * FROM ({cands}) WHERE NOT held AND NOT sup AND consent AND has_id"
         kind = self.dest.value
         icols = {n: q("i:" + n) for n in id_cols}
         if kind == "none":

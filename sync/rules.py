@@ -162,43 +162,58 @@ def score_fields(name: str, score: RfmScore | WeightedScore) -> dict[str, FieldT
             f"{name}.segment": FieldType.enumeration}
 
 
-def rfm_sql(name: str, s: RfmScore, table: str, now: datetime) -> str:
-    """SELECT _key plus the RFM columns, for the population with R, F and M all known.
-    Quantiles per SPEC: score = 1 + floor(5 * b / n), b = contacts with a strictly worse value."""
+def rfm_cutoffs_sql(s: RfmScore, table: str) -> str | None:
+    """SELECT the quantile cut-offs of the dimensions scored by quantile (None if none is).
+
+    SPEC: score = 1 + floor(5 * b / n), b = contacts of the population (R, F and M known)
+    with a strictly worse (smaller) value. floor(5b/n) >= k  <=>  b >= ceil(k*n/5)  <=>
+    v > sorted[ceil(k*n/5)] (1-based), so a value's score is 1 + the number of the four
+    cut-offs k = 1..4 it exceeds: ties share a score, and no rank or join is needed."""
+    dims = [d for d in ("recency", "frequency", "monetary") if not _bins(s, d)]
+    if not dims:
+        return None
     r, f, m = q(s.recency), q(s.frequency), q(s.monetary)
-    pop = f"{r} IS NOT NULL AND {f} IS NOT NULL AND {m} IS NOT NULL"
+    cuts = ", ".join(f"list({q(getattr(s, d))} ORDER BY {q(getattr(s, d))})"
+                     f"[({k} * count(*) + 4) // 5]" for d in dims for k in range(1, 5))
+    return (f"SELECT {cuts} FROM {table} "
+            f"WHERE {r} IS NOT NULL AND {f} IS NOT NULL AND {m} IS NOT NULL")
 
-    def quantile(col: str) -> str:
-        return f"1 + (5 * (rank() OVER (ORDER BY {col}) - 1)) // (count(*) OVER ())"
 
-    def bins(col: str, cuts: list, recency: bool) -> str:
-        if recency:
-            terms = [f"CASE WHEN {col} >= {lit(now - d)} THEN 1 ELSE 0 END" for d in cuts]
+def _bins(s: RfmScore, dim: str) -> list | None:
+    return getattr(s.bins, dim, None) if s.bins else None
+
+
+def rfm_columns(name: str, s: RfmScore, cutoffs: list[Any], now: datetime) -> tuple[list[str],
+                                                                                  list[str]]:
+    """Two layers of SELECT expressions: the R, F, M scores (1-5, over the typed fields),
+    then the score string and segment label (over those). ``cutoffs`` come from
+    ``rfm_cutoffs_sql``, four per quantile-scored dimension, in order."""
+    pop = " AND ".join(f"{q(getattr(s, d))} IS NOT NULL"
+                       for d in ("recency", "frequency", "monetary"))
+    cuts = iter(cutoffs)
+    first = []
+    for d, short in (("recency", "r"), ("frequency", "f"), ("monetary", "m")):
+        col, b = q(getattr(s, d)), _bins(s, d)
+        if b:  # a score point per bin boundary reached
+            bounds = [lit(now - x) if d == "recency" else lit(float(x)) for x in b]
+            terms = [f"CAST({col} >= {t} AS INTEGER)" for t in bounds]
         else:
-            terms = [f"CASE WHEN {col} >= {lit(float(t))} THEN 1 ELSE 0 END" for t in cuts]
-        return "1 + " + " + ".join(terms) if terms else "1"
-
-    b = s.bins
-    rs = bins(r, b.recency, True) if b and b.recency else quantile(r)
-    fs = bins(f, b.frequency, False) if b and b.frequency else quantile(f)
-    ms = bins(m, b.monetary, False) if b and b.monetary else quantile(m)
+            terms = [f"CAST({col} > {lit(next(cuts))} AS INTEGER)" for _ in range(4)]
+        first.append(f"CASE WHEN {pop} THEN CAST(1 + {' + '.join(terms)} AS DOUBLE) END "
+                     f"AS {q(f'{name}.{short}')}")
+    rs, fs, ms = (q(f"{name}.{x}") for x in "rfm")
+    rf = f"CAST({rs} AS INTEGER) || CAST({fs} AS INTEGER)"
     if s.segments_map:
-        cases = " ".join(
-            f"WHEN {' OR '.join(f'regexp_full_match(_rf, {lit(p)})' for p in pats)} "
-            f"THEN {lit(label)}" for label, pats in s.segments_map.items())
-    else:
-        cases = " ".join(f"WHEN _r = {rv} AND _f = {i + 1} THEN {lit(label)}"
-                         for rv, row in GRID.items() for i, label in enumerate(row))
-    n = name
-    return (
-        f"SELECT _key, CAST(_r AS DOUBLE) AS {q(n + '.r')}, CAST(_f AS DOUBLE) AS {q(n + '.f')}, "
-        f"CAST(_m AS DOUBLE) AS {q(n + '.m')}, "
-        f"CAST(_r AS VARCHAR) || CAST(_f AS VARCHAR) || CAST(_m AS VARCHAR) AS {q(n + '.score')}, "
-        f"CASE {cases} END AS {q(n + '.segment')} FROM ("
-        f"SELECT _key, _r, _f, _m, CAST(_r AS VARCHAR) || CAST(_f AS VARCHAR) AS _rf FROM ("
-        f"SELECT _key, CAST({rs} AS INTEGER) AS _r, CAST({fs} AS INTEGER) AS _f, "
-        f"CAST({ms} AS INTEGER) AS _m FROM {table} WHERE {pop}))"
-    )
+        label = "CASE " + " ".join(
+            f"WHEN {' OR '.join(f'regexp_full_match({rf}, {lit(p)})' for p in pats)} "
+            f"THEN {lit(label)}" for label, pats in s.segments_map.items()) + " END"
+    else:  # the grid as a literal: [r][f] (1-based)
+        grid = "[" + ", ".join("[" + ", ".join(lit(x) for x in GRID[r]) + "]"
+                               for r in range(1, 6)) + "]"
+        label = f"{grid}[CAST({rs} AS INTEGER)][CAST({fs} AS INTEGER)]"
+    second = [f"{rf} || CAST({ms} AS INTEGER) AS {q(f'{name}.score')}",
+              f"{label} AS {q(f'{name}.segment')}"]
+    return first, second
 
 
 def weighted_sql(s: WeightedScore) -> str:
