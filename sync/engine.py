@@ -105,7 +105,8 @@ class Evaluation:
             fields.update(score_fields(name, score))
             if score.type == "rfm":
                 sql = rfm_cutoffs_sql(score, view)
-                cutoffs = list(con.execute(sql).fetchone()) if sql else []
+                row = con.execute(sql).fetchone() if sql else ()
+                cutoffs = [c for cuts in row for c in (cuts or [None] * 4)]  # None: nobody
                 a, b = rfm_columns(name, score, cutoffs, self.now)
                 first += a
                 second += b
@@ -133,19 +134,31 @@ class Evaluation:
                 if s in member:
                     member[s] = " AND ".join([q("w:" + s), *(f"NOT {q('w:' + e)}" for e in earlier)])
                     earlier.append(s)
-        extra = [f"({member[s]}) AS {q('m:' + s)}" for s in segs]
-        for s in segs:
-            hold = m.segments[s].holdout
-            extra.append(f"{holdout_sql(s, hold) if hold else 'FALSE'} AS {q('h:' + s)}")
         # materialised: the key, the fields destinations read (identifiers, consent), the
-        # unparseable-value flags and the segment flags. The full view puts every typed
-        # field beside them: the table is a pure projection of the snapshot's scan, so in
-        # its row order, and a positional join lines the two up with no copy and no hash.
+        # unparseable-value flags and the segment flags that are not constant or copies
+        # (m: differs from w: only in an exclusive group, h: is FALSE without a holdout);
+        # the view eval_<source> adds those as aliases
         carried = [q(f) for f in self._carried(source) if f in fields and f != "_key"]
-        flags = [q("u:" + f) for f in checks] + [e.rsplit(" AS ", 1)[1] for e in exprs] + extra
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table(source)} AS SELECT "
-                    f"{', '.join(['_key', *carried, *flags])} "
+        stored = ["_key", *carried, *(q("u:" + f) for f in checks),
+                  *(e.rsplit(" AS ", 1)[1] for e in exprs)]
+        aliases = []
+        for s in segs:
+            mq, hq, hold = q("m:" + s), q("h:" + s), m.segments[s].holdout
+            if member[s] == q("w:" + s):
+                aliases.append(f"{member[s]} AS {mq}")
+            else:
+                stored.append(f"({member[s]}) AS {mq}")
+            if hold:
+                stored.append(f"{holdout_sql(s, hold)} AS {hq}")
+            else:
+                aliases.append(f"FALSE AS {hq}")
+        flags = q(f"flags_{source}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {flags} AS SELECT {', '.join(stored)} "
                     f"FROM (SELECT {''.join(e + ', ' for e in exprs)}* FROM {scored})")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {self.table(source)} AS SELECT *"
+                    f"{''.join(', ' + a for a in aliases)} FROM {flags}")
+        # every typed field beside them: the flags are a pure projection of the snapshot's
+        # scan, so in its row order, and a positional join lines the two up (no copy, no hash)
         hide = ", ".join(["_key", *carried, *(q("u:" + f) for f in checks)])
         con.execute(f"CREATE OR REPLACE TEMP VIEW {self.view(source)} AS SELECT * FROM {scored} "
                     f"POSITIONAL JOIN (SELECT * EXCLUDE ({hide}) FROM {self.table(source)})")
@@ -165,13 +178,7 @@ class Evaluation:
         stack: list[str] = []
 
         def threshold(fld: str, op: str, percent: float) -> Any:
-            sql, position = threshold_sql(table, fld, op, percent)
-            n = con.execute(f"SELECT count({q(fld)}) FROM {table}").fetchone()[0]
-            pos = position(n)
-            if pos < 1:
-                return None
-            row = con.execute(sql, [pos - 1]).fetchone()
-            return row[0] if row else None
+            return con.execute(threshold_sql(table, fld, op, percent)).fetchone()[0]
 
         def segment_sql(name: str) -> str:
             if name in cache:

@@ -6,10 +6,10 @@ false``; ``or_unknown: true`` makes it hold instead. ``not`` negates the whole r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -130,17 +130,21 @@ class Compiler:
         raise ValueError(f"{c.path}: operator '{op}' does not apply to a {ftype} field")
 
 
-def threshold_sql(table: str, field: str, op: str, percent: float) -> tuple[str, Callable]:
+def fraction_sql(p: Fraction) -> str:
+    """An exact DECIMAL literal for a fraction with a terminating decimal expansion (DuckDB's
+    discrete percentiles compute their position in integer arithmetic from a DECIMAL)."""
+    return f"CAST('{Decimal(p.numerator) / Decimal(p.denominator)}' AS DECIMAL(38, 18))"
+
+
+def threshold_sql(table: str, field: str, op: str, percent: float) -> str:
     """SQL fetching SPEC's top/bottom_percent cut-off: the value at position ceil(P/100*n)
-    among the n known values sorted from largest (top) or smallest (bottom)."""
+    among the n known values sorted from largest (top) or smallest (bottom), which is
+    exactly the discrete percentile P/100 in that order."""
     col = q(field)
     order = "DESC" if op == "top_percent" else "ASC"
-
-    def position(n: int) -> int:
-        return math.ceil(Fraction(str(percent)) * n / 100)
-
-    return (f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL ORDER BY {col} {order} "
-            f"LIMIT 1 OFFSET ?", position)
+    p = fraction_sql(Fraction(str(percent)) / 100)
+    return (f"SELECT percentile_disc({p}) WITHIN GROUP (ORDER BY {col} {order}) "
+            f"FROM {table} WHERE {col} IS NOT NULL")
 
 
 # ---------------------------------------------------------------- scores
@@ -167,14 +171,16 @@ def rfm_cutoffs_sql(s: RfmScore, table: str) -> str | None:
 
     SPEC: score = 1 + floor(5 * b / n), b = contacts of the population (R, F and M known)
     with a strictly worse (smaller) value. floor(5b/n) >= k  <=>  b >= ceil(k*n/5)  <=>
-    v > sorted[ceil(k*n/5)] (1-based), so a value's score is 1 + the number of the four
-    cut-offs k = 1..4 it exceeds: ties share a score, and no rank or join is needed."""
+    v > sorted[ceil(k*n/5)] (1-based), the discrete percentile k/5; so a value's score is 1 +
+    the number of the four cut-offs k = 1..4 it exceeds: ties share a score, and no rank or
+    join is needed. One row, a list of four cut-offs per quantile-scored dimension."""
     dims = [d for d in ("recency", "frequency", "monetary") if not _bins(s, d)]
     if not dims:
         return None
     r, f, m = q(s.recency), q(s.frequency), q(s.monetary)
-    cuts = ", ".join(f"list({q(getattr(s, d))} ORDER BY {q(getattr(s, d))})"
-                     f"[({k} * count(*) + 4) // 5]" for d in dims for k in range(1, 5))
+    ks = "[" + ", ".join(fraction_sql(Fraction(k, 5)) for k in range(1, 5)) + "]"
+    cuts = ", ".join(f"percentile_disc({ks}) WITHIN GROUP (ORDER BY {q(getattr(s, d))})"
+                     for d in dims)
     return (f"SELECT {cuts} FROM {table} "
             f"WHERE {r} IS NOT NULL AND {f} IS NOT NULL AND {m} IS NOT NULL")
 
