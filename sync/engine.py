@@ -8,6 +8,7 @@ exclusive group), ``h:<segment>`` (held out) and ``s:<suppression>``; plus the t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,13 +17,14 @@ import duckdb
 
 from .errors import ConfigError
 from .loader import Project
-from .model import FieldType
+from .model import Condition, FieldCond, FieldType
 from .rules import (
     Compiler,
+    percent_of,
     rfm_columns,
     rfm_cutoffs_sql,
     score_fields,
-    threshold_sql,
+    threshold_agg,
     weighted_sql,
 )
 from .store import Store, snap
@@ -43,6 +45,8 @@ class Evaluation:
     fields: dict[str, dict[str, FieldType]] = field(default_factory=dict)  # source -> types
     warnings: list[str] = field(default_factory=list)
     unknown_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    thresholds: dict[tuple[str, str, float], Any] = field(default_factory=dict)
+    dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -55,6 +59,21 @@ class Evaluation:
     def view(self, source: str) -> str:
         """Per contact: every typed field and score, and the flags."""
         return q(f"full_{source}")
+
+    def _conditions(self, source: str) -> Iterator[FieldCond]:
+        """Every field condition of the source's segments and suppressions."""
+        def walk(c: Condition | None) -> Iterator[FieldCond]:
+            if isinstance(c, FieldCond):
+                yield c
+            for child in getattr(c, "items", None) or [getattr(c, "item", None)]:
+                if child is not None:
+                    yield from walk(child)
+
+        for kind, names in (("segments", self.project.mapping.segments),
+                            ("suppressions", self.project.mapping.suppressions)):
+            for name in names:
+                if self.project.source_of(kind, name) == source:
+                    yield from walk(self.project.conditions.get(f"{kind}.{name}.where"))
 
     def _carried(self, source: str) -> list[str]:
         m = self.project.mapping
@@ -118,6 +137,13 @@ class Evaluation:
         scored = q(f"scored_{source}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW {scored} AS SELECT * FROM {view}")
         self.fields[source] = fields
+        # every percent threshold the rules use, in one scan
+        wanted = sorted({(c.field, c.op, percent_of(c)) for c in self._conditions(source)
+                         if c.op in ("top_percent", "bottom_percent")})
+        if wanted:
+            row = con.execute(f"SELECT {', '.join(threshold_agg(*w) for w in wanted)} "
+                              f"FROM {scored}").fetchone()
+            self.thresholds.update(zip(wanted, row, strict=True))
         # segments, groups, holdouts, suppressions
         compiler = self.compiler(source, scored)
         segs = [s for s in m.segments if self.project.source_of("segments", s) == source]
@@ -178,7 +204,10 @@ class Evaluation:
         stack: list[str] = []
 
         def threshold(fld: str, op: str, percent: float) -> Any:
-            return con.execute(threshold_sql(table, fld, op, percent)).fetchone()[0]
+            if (fld, op, percent) not in self.thresholds:
+                self.thresholds[(fld, op, percent)] = con.execute(
+                    f"SELECT {threshold_agg(fld, op, percent)} FROM {table}").fetchone()[0]
+            return self.thresholds[(fld, op, percent)]
 
         def segment_sql(name: str) -> str:
             if name in cache:

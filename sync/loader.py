@@ -19,7 +19,7 @@ from .errors import ConfigError, Problem
 from .model import Condition, Mapping, did_you_mean, parse_condition
 
 
-class YamlLoader(yaml.SafeLoader):
+class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
     """YAML 1.2 booleans: only true/false (so `on:` and `no` stay strings, as users mean)."""
 
 
@@ -247,7 +247,7 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Project:
                                    "check indentation and quoting", file,
                                    mark.line + 1 if mark else None)]) from None
     try:
-        data = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+        data = YamlLoader("").construct_document(node) if node is not None else None
     except ValueError as exc:  # e.g. an impossible date such as 2026-13-01
         bad = _bad_scalar(node)
         raise ConfigError([Problem("", f"not a valid value: {exc}",

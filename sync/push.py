@@ -54,6 +54,80 @@ def _chunks(rows: list, size: int) -> Iterator[list]:
         yield rows[i:i + size]
 
 
+@dataclass
+class Candidates:
+    """SQL over the evaluation's ``eval_<source>`` view describing one destination's
+    contacts: which segment labels them, held out, suppressed, consent, an identifier."""
+
+    source: str
+    member: str  # cheap and selective: tested first
+    label: str
+    held: str
+    sup: str
+    consent: str
+    has_id: str
+    id_cols: dict[str, str]  # identifier name -> SQL
+
+    @classmethod
+    def of(cls, ev: Evaluation, cfg: DestinationConfig) -> Candidates:
+        project, m = ev.project, ev.project.mapping
+        segs = [cfg.segment] if cfg.segment else list(m.groups[cfg.group].segments)
+        source = project.source_of("segments", segs[0])
+        label = "CASE " + " ".join(
+            f"WHEN {q('m:' + s)} AND NOT {q('h:' + s)} THEN {lit(s)}" for s in segs) + " END"
+        held = " OR ".join(f"({q('m:' + s)} AND {q('h:' + s)})" for s in segs)
+        sups = [s for s, c in m.suppressions.items()
+                if project.source_of("suppressions", s) == source
+                and (c.scope is None or cfg.name in c.scope)]
+        sup = " OR ".join(q("s:" + s) for s in sups) or "FALSE"
+        if cfg.consent:
+            ftype = ev.fields[source].get(cfg.consent, FieldType.string)
+            col = q(cfg.consent)
+            consent = (f"coalesce({col}, FALSE)" if ftype is FieldType.bool else
+                       f"coalesce({typed_sql(f'CAST({col} AS VARCHAR)', FieldType.bool)}, FALSE)")
+        else:
+            consent = "TRUE"
+        ident = m.sources[source].identity.fields()
+        id_cols = {name: f"CAST({q(fld)} AS VARCHAR)" for name, fld in ident.items()}
+        wanted = [i for i in cfg.identifiers if i in id_cols]
+        has_id = (" OR ".join(f"{id_cols[i]} IS NOT NULL" for i in wanted) or "FALSE") \
+            if cfg.identifiers else "TRUE"
+        member = "(" + " OR ".join(q("m:" + s) for s in segs) + ")"
+        return cls(source, member, label, f"({held})", f"({sup})", f"({consent})", f"({has_id})",
+                   id_cols)
+
+    def counts(self) -> list[str]:
+        """Aggregates: held out, suppressed, no consent, no identifier."""
+        sent = f"{self.member} AND NOT {self.held} AND ({self.label}) IS NOT NULL"
+        return [f"count(*) FILTER (WHERE {self.member} AND {self.held})",
+                f"count(*) FILTER (WHERE {sent} AND {self.sup})",
+                f"count(*) FILTER (WHERE {sent} AND NOT {self.sup} AND NOT {self.consent})",
+                f"count(*) FILTER (WHERE {sent} AND NOT {self.sup} AND {self.consent} "
+                f"AND NOT {self.has_id})"]
+
+    def desired(self, table: str) -> str:
+        """SELECT key, label and the ``i:<identifier>`` columns of the contacts to send."""
+        ids = "".join(f", {c} AS {q('i:' + n)}" for n, c in self.id_cols.items())
+        return (f"SELECT _key AS key, {self.label} AS label{ids} FROM {table} "
+                f"WHERE {self.member} AND ({self.label}) IS NOT NULL AND NOT {self.held} "
+                f"AND NOT {self.sup} "
+                f"AND {self.consent} AND {self.has_id}")
+
+
+def count_all(ev: Evaluation, cfgs: list[DestinationConfig]) -> None:
+    """The held-out / suppressed / no-consent / no-identifier figures of many destinations,
+    one scan per source; ``DestinationSync.plan`` then reads them from ``ev.dest_counts``."""
+    by_source: dict[str, list[tuple[str, Candidates]]] = {}
+    for cfg in cfgs:
+        c = Candidates.of(ev, cfg)
+        by_source.setdefault(c.source, []).append((cfg.name, c))
+    for source, items in by_source.items():
+        row = ev.con.execute(f"SELECT {', '.join(a for _, c in items for a in c.counts())} "
+                             f"FROM {ev.table(source)}").fetchone()
+        for i, (name, _) in enumerate(items):
+            ev.dest_counts[name] = tuple(int(x) for x in row[4 * i:4 * i + 4])
+
+
 class DestinationSync:
     """Diff and push for one destination within one evaluation."""
 
@@ -61,51 +135,20 @@ class DestinationSync:
         self.ev, self.cfg, self.dest = ev, cfg, dest
         self.con = ev.con
         self.t = f"_d{index}"  # temp table prefix
-        project = ev.project
-        seg_or_group = ("segments", cfg.segment) if cfg.segment else (
-            "segments", project.mapping.groups[cfg.group].segments[0])
-        self.source = project.source_of(*seg_or_group)
-        self.source_cfg = project.mapping.sources[self.source]
+        self.cands = Candidates.of(ev, cfg)
+        self.source = self.cands.source
+        self.source_cfg = ev.project.mapping.sources[self.source]
 
     # ------------------------------------------------------------ desired + diff
     def plan(self) -> DestPlan:
         cfg, ev, con, t = self.cfg, self.ev, self.con, self.t
-        m = ev.project.mapping
-        table = ev.table(self.source)
-        segs = [cfg.segment] if cfg.segment else list(m.groups[cfg.group].segments)
-        label = "CASE " + " ".join(
-            f"WHEN {q('m:' + s)} AND NOT {q('h:' + s)} THEN {lit(s)}" for s in segs) + " END"
-        held = " OR ".join(f"({q('m:' + s)} AND {q('h:' + s)})" for s in segs)
-        sups = [s for s, c in m.suppressions.items()
-                if ev.project.source_of("suppressions", s) == self.source
-                and (c.scope is None or cfg.name in c.scope)]
-        suppressed = " OR ".join(q("s:" + s) for s in sups) or "FALSE"
-        if cfg.consent:
-            ftype = ev.fields[self.source].get(cfg.consent, FieldType.string)
-            col = q(cfg.consent)
-            consent = (f"coalesce({col}, FALSE)" if ftype is FieldType.bool else
-                       f"coalesce({typed_sql(f'CAST({col} AS VARCHAR)', FieldType.bool)}, FALSE)")
-        else:
-            consent = "TRUE"
-        ident = self.source_cfg.identity.fields()
-        id_cols = {name: f"CAST({q(fld)} AS VARCHAR)" for name, fld in ident.items()}
-        wanted = [i for i in cfg.identifiers if i in id_cols]
-        has_id = (" OR ".join(f"{id_cols[i]} IS NOT NULL" for i in wanted) or "FALSE") \
-            if cfg.identifiers else "TRUE"
-        id_select = "".join(f", {c} AS {q('i:' + n)}" for n, c in id_cols.items())
-        cands = f"""SELECT _key AS key, {label} AS label, ({held}) AS held, ({suppressed}) AS sup,
-                   ({consent}) AS consent, ({has_id}) AS has_id {id_select}
-            FROM {table} WHERE ({label}) IS NOT NULL OR ({held})"""
         p = DestPlan(cfg.name, cfg.segment, cfg.group)
-        row = con.execute(f"""SELECT count(*) FILTER (WHERE held),
-              count(*) FILTER (WHERE NOT held AND sup),
-              count(*) FILTER (WHERE NOT held AND NOT sup AND NOT consent),
-              count(*) FILTER (WHERE NOT held AND NOT sup AND consent AND NOT has_id)
-            FROM ({cands})""").fetchone()
-        p.held_out, p.suppressed, p.no_consent, p.no_identifier = (int(x) for x in row)
-        base = f"SELECT * FROM ({cands}) WHERE NOT held AND NOT sup AND consent AND has_id"
+        if cfg.name not in ev.dest_counts:
+            count_all(ev, [cfg])
+        p.held_out, p.suppressed, p.no_consent, p.no_identifier = ev.dest_counts[cfg.name]
+        base = self.cands.desired(ev.table(self.source))
         kind = self.dest.value
-        icols = {n: q("i:" + n) for n in id_cols}
+        icols = {n: q("i:" + n) for n in self.cands.id_cols}
         if kind == "none":
             value, fp = "''", "''"
         elif kind == "label":
@@ -138,14 +181,15 @@ class DestinationSync:
               FROM {t}_desired d JOIN {led} l USING (key)
               WHERE l.state IN ('member', 'preexisting') AND l.fp IS DISTINCT FROM d.fp
             {removes}""")
-        p.desired = con.execute(f"SELECT count(*) FROM {t}_desired").fetchone()[0]
-        counts = dict(con.execute(f"SELECT op, count(*) FROM {t}_diff GROUP BY op").fetchall())
-        p.add, p.update, p.remove = (int(counts.get(k, 0)) for k in ("add", "update", "remove"))
-        p.unchanged = con.execute(
-            f"SELECT count(*) FROM {t}_desired d JOIN {led} l USING (key) "
-            f"WHERE l.state IN ('member', 'preexisting') AND l.fp IS NOT DISTINCT FROM d.fp"
-        ).fetchone()[0]
-        p.ledger = con.execute(f"SELECT count(*) FROM {led} WHERE state = 'member'").fetchone()[0]
+        row = con.execute(f"""SELECT
+            (SELECT count(*) FROM {t}_desired),
+            (SELECT count(*) FILTER (WHERE op = 'add') FROM {t}_diff),
+            (SELECT count(*) FILTER (WHERE op = 'update') FROM {t}_diff),
+            (SELECT count(*) FILTER (WHERE op = 'remove') FROM {t}_diff),
+            (SELECT count(*) FROM {t}_desired d JOIN {led} l USING (key)
+              WHERE l.state IN ('member', 'preexisting') AND l.fp IS NOT DISTINCT FROM d.fp),
+            (SELECT count(*) FROM {led} WHERE state = 'member')""").fetchone()
+        p.desired, p.add, p.update, p.remove, p.unchanged, p.ledger = (int(x) for x in row)
         p.diff_table = f"{t}_diff"
         return p
 

@@ -123,7 +123,7 @@ class Compiler:
         if op == "after":
             return f"{col} > {self.moment(v, ftype)}"
         if op in ("top_percent", "bottom_percent"):
-            t = self.threshold(c.field, op, float(str(v).rstrip("%")))
+            t = self.threshold(c.field, op, percent_of(c))
             if t is None:
                 return "FALSE"
             return f"{col} {'>=' if op == 'top_percent' else '<='} {lit(t)}"
@@ -136,15 +136,19 @@ def fraction_sql(p: Fraction) -> str:
     return f"CAST('{Decimal(p.numerator) / Decimal(p.denominator)}' AS DECIMAL(38, 18))"
 
 
-def threshold_sql(table: str, field: str, op: str, percent: float) -> str:
-    """SQL fetching SPEC's top/bottom_percent cut-off: the value at position ceil(P/100*n)
-    among the n known values sorted from largest (top) or smallest (bottom), which is
-    exactly the discrete percentile P/100 in that order."""
+def percent_of(c: FieldCond) -> float:
+    """The P of a top/bottom_percent condition."""
+    return float(str(c.value).rstrip("%"))
+
+
+def threshold_agg(field: str, op: str, percent: float) -> str:
+    """An aggregate giving SPEC's top/bottom_percent cut-off: the value at position
+    ceil(P/100*n) among the n known values sorted from largest (top) or smallest (bottom),
+    which is exactly the discrete percentile P/100 in that order."""
     col = q(field)
     order = "DESC" if op == "top_percent" else "ASC"
     p = fraction_sql(Fraction(str(percent)) / 100)
-    return (f"SELECT percentile_disc({p}) WITHIN GROUP (ORDER BY {col} {order}) "
-            f"FROM {table} WHERE {col} IS NOT NULL")
+    return f"percentile_disc({p}) WITHIN GROUP (ORDER BY {col} {order})"
 
 
 # ---------------------------------------------------------------- scores

@@ -19,7 +19,7 @@ from .engine import Evaluation
 from .errors import ConfigError, CrmsyncError, DestinationStopped
 from .loader import Project, pydantic_problems
 from .model import ConnectionConfig, DestinationConfig
-from .push import DestinationSync, DestPlan
+from .push import DestinationSync, DestPlan, count_all
 from .store import Store
 from .values import lit, q
 
@@ -202,6 +202,7 @@ class Runner:
         with self.store.lock():
             ev = self.evaluate(offline)
             res = Result(self.now, ev.segment_sizes(), warnings=list(ev.warnings))
+            count_all(ev, [self.project.mapping.destinations[i] for i in self.selected(only)])
             for i in self.selected(only):
                 cfg = self.project.mapping.destinations[i]
                 dest = make_destination(self.project, i, self.now)
@@ -236,6 +237,7 @@ class Runner:
                 res.segments, res.warnings = ev.segment_sizes(), list(ev.warnings)
                 if not dry_run:
                     res.moves = self._record_segments(run_id, res.segments, ev)
+                count_all(ev, [self.project.mapping.destinations[i] for i in self.selected(only)])
                 for i in self.selected(only):
                     res.destinations.append(
                         self._destination(ev, run_id, i, dry_run, force, plan_file))
