@@ -253,7 +253,8 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
 
         def human() -> None:
             for s, v in data["segments"].items():
-                typer.echo(f"{s}: {v['matched']} matched, {v['held_out']} held out")
+                typer.echo(f"{s}: {v['matched']} matched, {v['held_out']} held out, "
+                           f"{v['sent']} sent")
             for f in data["findings"]:
                 typer.echo(f"{f['severity']}: {f['path']}: {f['message']}")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import CrmsyncError
 from .model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
+from .push import Candidates
 from .values import lit, q
 
 
@@ -137,6 +138,18 @@ def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
         ev = runner.evaluate(offline)
         project, con = runner.project, runner.store.con
         sizes = ev.segment_sizes()
+        for v in sizes.values():
+            v["sent"] = 0
+        # sent: members that at least one of their destinations would receive (not held
+        # out, not suppressed, with consent and an identifier)
+        cands = [Candidates.of(ev, d) for d in project.mapping.destinations]
+        for source in project.mapping.sources:
+            union = " UNION ALL ".join(f"SELECT key, label FROM ({c.desired(ev.table(source))})"
+                                       for c in cands if c.source == source)
+            if union:
+                for label, n in con.execute(f"SELECT label, count(DISTINCT key) FROM ({union}) "
+                                            f"GROUP BY label").fetchall():
+                    sizes[label]["sent"] = int(n)
         overlaps: dict[tuple[str, str], int] = {}
         for source in project.mapping.sources:
             segs = [s for s in project.mapping.segments

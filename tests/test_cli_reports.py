@@ -62,6 +62,9 @@ def test_segments_and_report(cli, tmp_path):
     data = cli.json("segments", "-c", m)
     assert data["segments"]["customers"]["matched"] == 2  # 2 and 4; 1 is in big first
     assert data["segments"]["big"]["matched"] == 1
+    # sent: to at least one destination (2 is suppressed, 4 has no identifier)
+    assert {s: v["sent"] for s, v in data["segments"].items()} == {
+        "customers": 0, "big": 1, "leads": 1}
     assert any("tiny" in f["message"] or "empty" in f["message"] for f in data["findings"])
     res = cli("report", "-c", m, "-o", tmp_path / "r.html")
     assert res.exit_code == 0
