@@ -1,9 +1,14 @@
 """Set-based evaluation of one snapshot: typed contacts, scores, segments, groups, holdouts,
-suppressions, consent — all as DuckDB tables, never a Python loop per contact.
+suppressions, consent — all as DuckDB SQL, never a Python loop per contact.
 
-``Evaluation.build`` creates, per source, a temp table ``eval_<source>`` with one row per
-contact and boolean columns ``w:<segment>`` (raw where), ``m:<segment>`` (member after its
-exclusive group), ``h:<segment>`` (held out) and ``s:<suppression>``; plus the typed fields.
+``Evaluation.build`` creates, per source, temp views over one materialised table:
+
+* ``scored_<source>``: the snapshot typed by SPEC's rules, with the scores (computed on read);
+* ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier and consent
+  fields, and boolean columns ``w:<segment>`` (raw where), ``m:<segment>`` (member after its
+  exclusive group), ``h:<segment>`` (held out), ``s:<suppression>`` and ``u:<field>`` (a
+  value present but unparseable);
+* ``full_<source>`` (``Evaluation.view``): every typed field and score beside the flags.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Evaluation:
     fields: dict[str, dict[str, FieldType]] = field(default_factory=dict)  # source -> types
     warnings: list[str] = field(default_factory=list)
     unknown_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    thresholds: dict[tuple[str, str, float], Any] = field(default_factory=dict)
+    thresholds: dict[tuple[str, str, str, float], Any] = field(default_factory=dict)
     dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
 
     @property
@@ -143,7 +148,7 @@ class Evaluation:
         if wanted:
             row = con.execute(f"SELECT {', '.join(threshold_agg(*w) for w in wanted)} "
                               f"FROM {scored}").fetchone()
-            self.thresholds.update(zip(wanted, row, strict=True))
+            self.thresholds.update(((source, *w), v) for w, v in zip(wanted, row, strict=True))
         # segments, groups, holdouts, suppressions
         compiler = self.compiler(source, scored)
         segs = [s for s in m.segments if self.project.source_of("segments", s) == source]
@@ -204,10 +209,11 @@ class Evaluation:
         stack: list[str] = []
 
         def threshold(fld: str, op: str, percent: float) -> Any:
-            if (fld, op, percent) not in self.thresholds:
-                self.thresholds[(fld, op, percent)] = con.execute(
+            key = (source, fld, op, percent)
+            if key not in self.thresholds:
+                self.thresholds[key] = con.execute(
                     f"SELECT {threshold_agg(fld, op, percent)} FROM {table}").fetchone()[0]
-            return self.thresholds[(fld, op, percent)]
+            return self.thresholds[key]
 
         def segment_sql(name: str) -> str:
             if name in cache:
