@@ -30,7 +30,8 @@ class FileOptions(BaseModel):
 
 class _FileSource(Source):
     """A file that is the whole population. A pull whose file has not changed since the
-    last one (same size, modification time, inode, key and options) changes nothing."""
+    last one (same size, modification and change times, inode, key and options: rsync's quick
+    check) changes nothing."""
 
     Options = FileOptions
 
@@ -50,8 +51,8 @@ class _FileSource(Source):
 
     def fingerprint(self) -> dict[str, Any]:
         st = self.path.stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
-                "key": self.key, "options": self.options.model_dump()}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                "inode": st.st_ino, "key": self.key, "options": self.options.model_dump()}
 
     def pull(self, state: SourceState) -> Pull:
         fp = self.fingerprint()

@@ -203,20 +203,24 @@ class Store:
                 names = ", ".join(["_key", *(q(f) for f in fields)])
                 rows = (f"SELECT * FROM (SELECT {select} FROM {src}) "
                         f"AS t({names}) WHERE _key IS NOT NULL AND trim(_key) <> ''")
+                deleted = list(pull.deleted)
                 if pull.full:  # the whole population: replace the table in one pass
                     n = self._replace(table, rows)
                 else:
                     self._upsert(source, fields, f"SELECT DISTINCT ON (_key) * FROM ({rows})",
-                                 names, list(pull.deleted))
+                                 names, deleted)
                     n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
                 old = {} if pull.full else (self.schema(source) or (None, {}))[1]
                 all_schema = {**old, **schema}
+                # the version moves only when the snapshot did (a plan file stays valid
+                # across pulls that found nothing new)
+                changed = pull.full or n > 0 or bool(deleted) or all_schema != old
                 con.execute(
                     "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, "
-                    "coalesce((SELECT version FROM sources WHERE source = ?), 0) + 1)",
+                    "coalesce((SELECT version FROM sources WHERE source = ?), 0) + ?)",
                     [source, key_field, json.dumps({k: str(v) for k, v in all_schema.items()}),
                      json.dumps(pull.cursor) if pull.cursor is not None else None,
-                     now if pull.full else self._last_full(source), now, source])
+                     now if pull.full else self._last_full(source), now, source, int(changed)])
         return n
 
     def _replace(self, table: str, rows: str) -> int:

@@ -126,6 +126,30 @@ def test_plan_file_apply_and_stale_refusal(cli, tmp_path):
     assert res.exit_code == 2 and "stale plan" in res.stderr
 
 
+def test_unchanged_file_is_not_pulled_again_but_a_same_size_rewrite_is(cli, tmp_path):
+    m = setup(tmp_path)
+    assert cli("plan", "-c", m, "-o", tmp_path / "plan.json").exit_code == 0
+    store = tmp_path / ".crmsync" / "state.duckdb"
+    assert store.exists()
+    version = Store.open(store, read_only=True)
+    before = version.snapshot_version()
+    version.close()
+    assert before > 0
+    assert cli("plan", "-c", m).exit_code == 0  # the file is unchanged: nothing new
+    version = Store.open(store, read_only=True)
+    assert version.snapshot_version() == before
+    version.close()
+    res = cli("apply", tmp_path / "plan.json", "-c", m)  # so the plan is still current
+    assert res.exit_code == 0, res.stderr
+    # the same size, one value changed in place: k0001 (a customer) opts out
+    new = rows(40)
+    new[0][6] = "true "
+    write_csv(tmp_path / "contacts.csv", HEADER, new)
+    d = cli.json("run", "-c", m)["destinations"]["cust"]
+    assert (d["adds"], d["removes"]) == (0, 1)
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(40) - {"k0001"}
+
+
 def test_resync_reconciles_from_the_file(cli, tmp_path):
     m = setup(tmp_path)
     cli("run", "-c", m)
