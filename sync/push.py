@@ -39,7 +39,16 @@ class DestPlan:
     held_out: int = 0
     ledger: int = 0
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) no_identifier
-    diff_table: str = ""
+    diff_table: str = ""  # rows (op, key, label, value, previous, fp), made by ``diff()``
+    diff_sql: str = ""
+    made: bool = False
+
+    def diff(self, con: Any) -> str:
+        """The diff as a temp table, made on first use (``plan`` alone only counts it)."""
+        if not self.made:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {self.diff_table} AS {self.diff_sql}")
+            self.made = True
+        return self.diff_table
 
     def figures(self) -> dict[str, Any]:
         out = {"segment": self.segment} if self.segment else {"group": self.group}
@@ -136,11 +145,15 @@ class DestinationSync:
         self.con = ev.con
         self.t = f"_d{index}"  # temp table prefix
         self.cands = Candidates.of(ev, cfg)
+        self.desired_sql = ""  # set by plan()
         self.source = self.cands.source
         self.source_cfg = ev.project.mapping.sources[self.source]
 
     # ------------------------------------------------------------ desired + diff
     def plan(self) -> DestPlan:
+        """The desired set's figures and diff counts. The diff rows themselves are made on
+        first use of ``DestPlan.diff`` (a plan that is only printed never makes them), and
+        values and fingerprints are computed only for rows that need them."""
         cfg, ev, con, t = self.cfg, self.ev, self.con, self.t
         p = DestPlan(cfg.name, cfg.segment, cfg.group)
         if cfg.name not in ev.dest_counts:
@@ -149,48 +162,48 @@ class DestinationSync:
         base = self.cands.desired(ev.table(self.source))
         kind = self.dest.value
         icols = {n: q("i:" + n) for n in self.cands.id_cols}
+        sql = self.dest.encode_sql(icols) if kind == "identity" else None
         if kind == "none":
             value, fp = "''", "''"
         elif kind == "label":
-            value, fp = "label", "label"
-        else:
-            sql = self.dest.encode_sql(icols)
-            if sql is not None:
-                value, fp = sql, f"md5({sql})"
-            else:
-                value, fp = None, None
-        if value is not None:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_desired AS SELECT key, label, "
-                        f"{value} AS value, {fp} AS fp FROM ({base})")
-        else:
+            value, fp = "d.label", "d.label"
+        elif sql is not None:  # over the i: columns of d
+            value, fp = sql, f"md5({sql})"
+        else:  # encoded in Python, through the identity cache
             self._encode_python(base, icols, p)
+            base, value, fp = f"SELECT * FROM {t}_desired", "d.value", "d.fp"
+        self.desired_sql = base
+        d = f"({base}) d"
         led = f"(SELECT * FROM ledger WHERE dest = {lit(cfg.name)})"
-        # 'pending' / 'removing': a batch was sent but its ack never checkpointed (a crash):
-        # the platform may or may not hold them, so they are re-added or removed again
-        # (both idempotent on every platform)
-        removes = (f"""UNION ALL SELECT 'remove' AS op, l.key, NULL, NULL, l.value, l.fp
-              FROM {led} l ANTI JOIN {t}_desired d USING (key)
-              WHERE l.state IN ('member', 'pending', 'removing')"""
-                   if cfg.mode == "mirror" else "")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_diff AS
-            SELECT 'add' AS op, d.key, d.label, d.value, NULL AS previous, d.fp
-              FROM {t}_desired d LEFT JOIN {led} l USING (key)
-              WHERE l.key IS NULL OR l.state IN ('pending', 'removing')
-                 OR (l.state = 'rejected' AND l.fp IS DISTINCT FROM d.fp)
-            UNION ALL SELECT 'update', d.key, d.label, d.value, l.value, d.fp
-              FROM {t}_desired d JOIN {led} l USING (key)
-              WHERE l.state IN ('member', 'preexisting') AND l.fp IS DISTINCT FROM d.fp
-            {removes}""")
-        row = con.execute(f"""SELECT
-            (SELECT count(*) FROM {t}_desired),
-            (SELECT count(*) FILTER (WHERE op = 'add') FROM {t}_diff),
-            (SELECT count(*) FILTER (WHERE op = 'update') FROM {t}_diff),
-            (SELECT count(*) FILTER (WHERE op = 'remove') FROM {t}_diff),
-            (SELECT count(*) FROM {t}_desired d JOIN {led} l USING (key)
-              WHERE l.state IN ('member', 'preexisting') AND l.fp IS NOT DISTINCT FROM d.fp),
-            (SELECT count(*) FROM {led} WHERE state = 'member')""").fetchone()
-        p.desired, p.add, p.update, p.remove, p.unchanged, p.ledger = (int(x) for x in row)
-        p.diff_table = f"{t}_diff"
+
+        def add(fp: str) -> str:
+            # 'pending' / 'removing': a batch was sent but its ack never checkpointed (a
+            # crash): the platform may or may not hold them, so they are re-added or removed
+            # again (both idempotent on every platform)
+            return (f"l.key IS NULL OR l.state IN ('pending', 'removing') "
+                    f"OR (l.state = 'rejected' AND l.fp IS DISTINCT FROM {fp})")
+
+        kept = "l.state IN ('member', 'preexisting')"
+        gone = (f"FROM {led} l ANTI JOIN {d} USING (key) "
+                f"WHERE l.state IN ('member', 'pending', 'removing')")
+        mirror = cfg.mode == "mirror"
+        p.diff_table, p.diff_sql = f"{t}_diff", f"""
+            SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, {fp} AS fp
+              FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}
+            UNION ALL SELECT 'update', d.key, d.label, {value}, l.value, {fp}
+              FROM {d} JOIN {led} l USING (key) WHERE {kept} AND l.fp IS DISTINCT FROM {fp}
+            {f"UNION ALL SELECT 'remove', l.key, NULL, NULL, l.value, l.fp {gone}" if mirror
+             else ""}"""
+        # the fingerprint only where the ledger has the contact (CASE evaluates lazily)
+        matched = (f"SELECT l.key, l.state, l.fp, CASE WHEN l.key IS NOT NULL THEN {fp} END "
+                   f"AS dfp FROM {d} LEFT JOIN {led} l USING (key)")
+        row = con.execute(f"""SELECT count(*), count(*) FILTER (WHERE {add('dfp')}),
+              count(*) FILTER (WHERE {kept} AND l.fp IS DISTINCT FROM dfp),
+              count(*) FILTER (WHERE {kept} AND l.fp IS NOT DISTINCT FROM dfp),
+              (SELECT count(*) {gone}) * {int(mirror)},
+              (SELECT count(*) FROM {led} WHERE state = 'member')
+            FROM ({matched}) l""").fetchone()
+        p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
         return p
 
     def encoder_id(self) -> str:
@@ -239,7 +252,7 @@ class DestinationSync:
         store, name = self.ev.store, self.cfg.name
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
-                f"SELECT key, label, value, previous, fp FROM {plan.diff_table} WHERE op = ? "
+                f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
                 f"ORDER BY key", [op.value]).fetchall()
             for batch in _chunks(rows, self.dest.batch_size):
                 changes = [Change(k, lb, v, pv) for k, lb, v, pv, _ in batch]
@@ -255,7 +268,7 @@ class DestinationSync:
         # forget ledger rows that only remembered rejects or pre-existing members now gone
         store.con.execute(
             f"DELETE FROM ledger WHERE dest = ? AND state IN ('rejected', 'preexisting') AND key "
-            f"NOT IN (SELECT key FROM {self.t}_desired)", [name])
+            f"NOT IN (SELECT key FROM ({self.desired_sql}))", [name])
         out["rejects"] = rejects
         return out
 

@@ -221,7 +221,7 @@ class Runner:
         out["changes"] = {}
         for d in res.destinations:
             rows = self.store.con.execute(
-                f"SELECT op, key, label, value, previous, fp FROM {d.plan.diff_table} "
+                f"SELECT op, key, label, value, previous, fp FROM {d.plan.diff(self.store.con)} "
                 f"ORDER BY op, key").fetchall()
             out["changes"][d.name] = [list(r) for r in rows]
         path.write_text(json.dumps(out, indent=1), encoding="utf-8")
@@ -374,7 +374,7 @@ class Runner:
     def _load_plan_changes(self, plan: DestPlan, rows: list[list[Any]]) -> None:
         """``apply``: push exactly the plan file's changes instead of a fresh diff."""
         con = self.store.con
-        con.execute(f"DELETE FROM {plan.diff_table}")
+        con.execute(f"DELETE FROM {plan.diff(con)}")
         if rows:
             cols = list(zip(*rows, strict=True))
             con.execute(f"INSERT INTO {plan.diff_table} SELECT unnest(?), unnest(?), unnest(?), "
