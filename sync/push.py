@@ -119,8 +119,7 @@ class Candidates:
         ids = "".join(f", {c} AS {q('i:' + n)}" for n, c in self.id_cols.items())
         return (f"SELECT _key AS key, {self.label} AS label{ids} FROM {table} "
                 f"WHERE {self.member} AND ({self.label}) IS NOT NULL AND NOT {self.held} "
-                f"AND NOT {self.sup} "
-                f"AND {self.consent} AND {self.has_id}")
+                f"AND NOT {self.sup} AND {self.consent} AND {self.has_id}")
 
 
 def count_all(ev: Evaluation, cfgs: list[DestinationConfig]) -> None:
