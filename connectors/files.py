@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ..sync.errors import CrmsyncError
 from ..sync.model import FieldType
 from ..sync.values import q
 from .base import BatchResult, Change, Destination, Op, Pull, Source, SourceState
@@ -83,12 +84,20 @@ class JsonlSource(_FileSource):
     """``type: jsonl``: one JSON object per line; lists become multi-select values."""
 
     def columns(self) -> list[str]:
-        seen: dict[str, None] = {}
+        """The first object's keys in order, then any other key in the file, sorted (the
+        scan is DuckDB's: a large file is not parsed line by line in Python)."""
+        import duckdb
+
         with self.path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    seen.update(dict.fromkeys(json.loads(line)))
-        return list(seen)
+            first = next((line for line in fh if line.strip()), "")
+        try:
+            rest = duckdb.connect().execute(
+                f"SELECT DISTINCT unnest(json_keys(json)) AS k FROM "
+                f"read_ndjson_objects({_sql_path(self.path)}) ORDER BY k").fetchall()
+            keys = json.loads(first) if first else {}
+        except (duckdb.Error, ValueError) as exc:
+            raise CrmsyncError(f"{self.path}: not one JSON object per line ({exc})") from None
+        return list(dict.fromkeys([*keys, *(k for (k,) in rest)]))
 
     def select(self) -> str:
         def col(c: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from crmsync.sync.store import Store
 
 from conftest import read_csv_keys, write_csv, write_mapping
@@ -213,6 +215,18 @@ def test_jsonl_source_with_lists(cli, tmp_path):
     assert plan["segments"]["gold"]["matched"] == 1
     assert plan["segments"]["big"]["matched"] == 1
     assert any("crm.n: 1 value" in w for w in plan["warnings"])
+    # a key only a later line has is a field too; a broken line is named, not a traceback
+    with (tmp_path / "c.jsonl").open("a") as fh:
+        fh.write("\n" + json.dumps({"id": 3, "late": "x"}))
+    mapping = yaml.safe_load(m.read_text())
+    mapping["segments"]["late"] = {"where": {"field": "late", "eq": "X"}}
+    write_mapping(m, mapping)
+    assert cli("validate", "-c", m).exit_code == 0
+    assert cli.json("plan", "-c", m)["segments"]["late"]["matched"] == 1
+    with (tmp_path / "c.jsonl").open("a") as fh:
+        fh.write("\n{not json")
+    res = cli("plan", "-c", m)
+    assert res.exit_code != 0 and "not one JSON object per line" in res.stderr
 
 
 def test_store_schema_is_versioned_and_migrates_once(tmp_path):
