@@ -10,6 +10,7 @@ how to inject faults) and one line per check::
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Protocol
 
@@ -29,9 +30,31 @@ class Harness(Protocol):
     def heal(self) -> None: ...  # stop injecting
 
 
+def email_of(key: str) -> str:
+    """The email the battery's mapping gives each contact."""
+    return f"{key}@x.example"
+
+
+class HashedKeys:
+    """For harnesses of destinations that receive SHA-256 hashed emails: ``keys`` remembers
+    each key's hash so that ``key_of`` maps what the platform holds back to contact keys."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, str] = {}
+
+    def keys(self, n: int) -> list[str]:
+        keys = [f"k{i:03d}" for i in range(n)]
+        for k in keys:
+            self._by_hash[hashlib.sha256(email_of(k).encode()).hexdigest()] = k
+        return keys
+
+    def key_of(self, hashed: str) -> str:
+        return self._by_hash[hashed]
+
+
 def _setup(h: Harness, tmp, members: set[str], keys: list[str], **dest: Any):
     write_csv(tmp / "contacts.csv", ["id", "email", "stage"],
-              [[k, f"{k}@x.example", "in" if k in members else "out"] for k in keys])
+              [[k, email_of(k), "in" if k in members else "out"] for k in keys])
     return write_mapping(tmp / "m.yaml", {
         "version": 1,
         "connections": h.connections(),

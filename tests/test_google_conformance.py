@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
-from conformance import CHECKS
+from conformance import CHECKS, HashedKeys
 
 pytest.importorskip("google.ads.datamanager_v1")
 
@@ -16,12 +14,12 @@ ACCOUNT = "1234567890"
 LIST = "Conformance (crmsync)"
 
 
-class GoogleHarness:
+class GoogleHarness(HashedKeys):
     batch_limit = 10_000  # audience members per request
 
     def __init__(self, fake: DataManagerFake):
+        super().__init__()
         self.fake = fake
-        self._by_hash: dict[str, str] = {}
 
     def destination(self):
         return {"type": "google_ads_customer_match", "connection": "google", "list": LIST,
@@ -35,17 +33,11 @@ class GoogleHarness:
     def env(self):
         return {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/key.json"}
 
-    def keys(self, n):
-        keys = [f"k{i:03d}" for i in range(n)]
-        for k in keys:  # the conformance mapping's email is f"{key}@x.example"
-            self._by_hash[hashlib.sha256(f"{k}@x.example".encode()).hexdigest()] = k
-        return keys
-
     def remote(self):
         ul = self.fake.list_named(LIST)
         if ul is None:
             return set()
-        return {self._by_hash[i["emailAddress"]] for row in self.fake.member_rows(ul.id)
+        return {self.key_of(i["emailAddress"]) for row in self.fake.member_rows(ul.id)
                 for i in row if "emailAddress" in i}
 
     def write_count(self):

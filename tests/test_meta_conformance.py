@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
-from conformance import CHECKS
+from conformance import CHECKS, HashedKeys
 
 pytest.importorskip("facebook_business")
 
@@ -15,12 +13,12 @@ from fakes.meta import FakeGraph  # noqa: E402
 NAME = "Conformance (crmsync)"
 
 
-class MetaHarness:
+class MetaHarness(HashedKeys):
     batch_limit = 10_000  # rows per call
 
     def __init__(self, fake: FakeGraph):
+        super().__init__()
         self.fake = fake
-        self._by_hash: dict[str, str] = {}
 
     def destination(self):
         return {"type": "meta_custom_audience", "connection": "meta", "audience": NAME}
@@ -32,17 +30,11 @@ class MetaHarness:
     def env(self):
         return {"META_ACCESS_TOKEN": "EAAconformance"}
 
-    def keys(self, n):
-        keys = [f"k{i:03d}" for i in range(n)]
-        for k in keys:  # the conformance mapping's email is f"{key}@x.example"
-            self._by_hash[hashlib.sha256(f"{k}@x.example".encode()).hexdigest()] = k
-        return keys
-
     def remote(self):
         aud = self.fake.by_name(NAME)
         if aud is None:
             return set()
-        return {self._by_hash[v] for row in aud.members for k, v in row if k == "EMAIL" and v}
+        return {self.key_of(v) for row in aud.members for k, v in row if k == "EMAIL" and v}
 
     def write_count(self):
         return len(self.fake.calls("POST", r"/\d+/users$"))
