@@ -39,13 +39,6 @@ import generate  # noqa: E402
 
 AS_OF = "2026-11-01T00:00:00Z"
 SEED = 424242
-RFM_GRID = {
-    5: ["New", "Potential Loyalist", "Potential Loyalist", "Champions", "Champions"],
-    4: ["Promising", "Potential Loyalist", "Potential Loyalist", "Loyal", "Loyal"],
-    3: ["About to Sleep", "About to Sleep", "Need Attention", "Loyal", "Loyal"],
-    2: ["Hibernating", "Hibernating", "At Risk", "At Risk", "Cannot Lose Them"],
-    1: ["Hibernating", "Hibernating", "At Risk", "At Risk", "Cannot Lose Them"],
-}
 EU = ["GB", "DE", "FR", "NL", "ES", "IT", "SE"]
 SCHEMA = {
     "lifecyclestage": "enumeration", "country": "enumeration", "industry": "enumeration",
@@ -184,6 +177,7 @@ def baseline(csv_path: Path, folder: Path) -> dict:
     import numpy as np
     import pandas as pd
 
+    from crmsync.sync.rules import GRID
     from crmsync.sync.values import EPOCH_RE, FALSE, ISO_RE, NUMBER_RE, TRUE
 
     t0 = time.perf_counter()
@@ -233,7 +227,7 @@ def baseline(csv_path: Path, folder: Path) -> dict:
     for dim, col in (("r", "last_order_date"), ("f", "order_count"), ("m", "total_revenue")):
         b = df.loc[pop, col].rank(method="min") - 1
         scores[dim] = (1 + (5 * b) // n).astype(int)
-    grid = {(r, f + 1): label for r, row in RFM_GRID.items() for f, label in enumerate(row)}
+    grid = {(r, f + 1): label for r, row in GRID.items() for f, label in enumerate(row)}
     rf = list(zip(scores["r"], scores["f"], strict=True))
     df["rfm.segment"] = pd.Series([grid[x] for x in rf], index=scores["r"].index).str.lower()
     clicks, views = df["email_clicks_30d"], df["page_views_30d"]
