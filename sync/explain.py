@@ -81,7 +81,7 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
     dests: dict[str, Any] = {}
     ident = project.mapping.sources[source].identity.fields()
     for d in project.mapping.destinations:
-        seg_list = [d.segment] if d.segment else list(project.mapping.groups[d.group].segments)
+        seg_list = project.segments_of(d)
         if project.source_of("segments", seg_list[0]) != source:
             continue
         in_seg = [s for s in seg_list if segs[s]["member"] and not segs[s]["held_out"]]

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError, Problem
-from .model import Condition, Mapping, did_you_mean, parse_condition
+from .model import Condition, DestinationConfig, Mapping, did_you_mean, parse_condition
 
 
 class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
@@ -77,6 +77,10 @@ class Project:
 
     def where(self, segment: str) -> Condition | None:
         return self.conditions.get(f"segments.{segment}.where")
+
+    def segments_of(self, dest: DestinationConfig) -> list[str]:
+        """The segments a destination sends: its segment, or its group's, in order."""
+        return [dest.segment] if dest.segment else list(self.mapping.groups[dest.group].segments)
 
     def source_of(self, section: str, name: str) -> str:
         """The source a segment / score / suppression reads (the only one unless named)."""

@@ -80,7 +80,7 @@ class Candidates:
     @classmethod
     def of(cls, ev: Evaluation, cfg: DestinationConfig) -> Candidates:
         project, m = ev.project, ev.project.mapping
-        segs = [cfg.segment] if cfg.segment else list(m.groups[cfg.group].segments)
+        segs = project.segments_of(cfg)
         source = project.source_of("segments", segs[0])
         label = "CASE " + " ".join(
             f"WHEN {q('m:' + s)} AND NOT {q('h:' + s)} THEN {lit(s)}" for s in segs) + " END"
