@@ -22,7 +22,7 @@ import duckdb
 
 from .errors import ConfigError
 from .loader import Project
-from .model import Condition, FieldCond, FieldType
+from .model import FieldCond, FieldType, walk
 from .rules import (
     Compiler,
     percent_of,
@@ -67,26 +67,19 @@ class Evaluation:
 
     def _conditions(self, source: str) -> Iterator[FieldCond]:
         """Every field condition of the source's segments and suppressions."""
-        def walk(c: Condition | None) -> Iterator[FieldCond]:
-            if isinstance(c, FieldCond):
-                yield c
-            for child in getattr(c, "items", None) or [getattr(c, "item", None)]:
-                if child is not None:
-                    yield from walk(child)
-
         for kind, names in (("segments", self.project.mapping.segments),
                             ("suppressions", self.project.mapping.suppressions)):
             for name in names:
-                if self.project.source_of(kind, name) == source:
-                    yield from walk(self.project.conditions.get(f"{kind}.{name}.where"))
+                cond = self.project.conditions.get(f"{kind}.{name}.where")
+                if cond is not None and self.project.source_of(kind, name) == source:
+                    yield from (n for n in walk(cond) if isinstance(n, FieldCond))
 
     def _carried(self, source: str) -> list[str]:
         m = self.project.mapping
         fields = list(m.sources[source].identity.fields().values())
         for d in m.destinations:
-            target = ("segments", d.segment) if d.segment else (
-                "segments", m.groups[d.group].segments[0])
-            if d.consent and self.project.source_of(*target) == source:
+            if d.consent and self.project.source_of(
+                    "segments", self.project.segments_of(d)[0]) == source:
                 fields.append(d.consent)
         return list(dict.fromkeys(fields))
 
