@@ -40,9 +40,18 @@ class _FileSource(Source):
     def path(self) -> Path:
         return self.ctx.resolve(self.options.path)
 
-    @abstractmethod
+    _columns: list[str] | None = None
+
     def columns(self) -> list[str]:
-        """The file's column names."""
+        """The file's column names, read once per source object (``schema`` and ``select``
+        both need them in one pull)."""
+        if self._columns is None:
+            self._columns = self.read_columns()
+        return self._columns
+
+    @abstractmethod
+    def read_columns(self) -> list[str]:
+        """The file's column names, from the file."""
 
     def declared_fields(self) -> list[str]:
         return self.columns()
@@ -69,7 +78,7 @@ class _FileSource(Source):
 class CsvSource(_FileSource):
     """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings)."""
 
-    def columns(self) -> list[str]:
+    def read_columns(self) -> list[str]:
         with self.path.open(newline="", encoding="utf-8-sig") as fh:
             return next(csv.reader(fh, delimiter=self.options.delimiter), [])
 
@@ -83,7 +92,7 @@ class CsvSource(_FileSource):
 class JsonlSource(_FileSource):
     """``type: jsonl``: one JSON object per line; lists become multi-select values."""
 
-    def columns(self) -> list[str]:
+    def read_columns(self) -> list[str]:
         """The first object's keys in order, then any other key in the file, sorted (the
         scan is DuckDB's: a large file is not parsed line by line in Python)."""
         import duckdb
