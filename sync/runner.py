@@ -202,8 +202,9 @@ class Runner:
         with self.store.lock():
             ev = self.evaluate(offline)
             res = Result(self.now, ev.segment_sizes(), warnings=list(ev.warnings))
-            count_all(ev, [self.project.mapping.destinations[i] for i in self.selected(only)])
-            for i in self.selected(only):
+            chosen = self.selected(only)
+            count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
+            for i in chosen:
                 cfg = self.project.mapping.destinations[i]
                 dest = make_destination(self.project, i, self.now)
                 out = DestOutcome(cfg.name, "planned", DestinationSync(ev, cfg, dest, i).plan())
@@ -237,8 +238,9 @@ class Runner:
                 res.segments, res.warnings = ev.segment_sizes(), list(ev.warnings)
                 if not dry_run:
                     res.moves = self._record_segments(run_id, res.segments, ev)
-                count_all(ev, [self.project.mapping.destinations[i] for i in self.selected(only)])
-                for i in self.selected(only):
+                chosen = self.selected(only)
+                count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
+                for i in chosen:
                     res.destinations.append(
                         self._destination(ev, run_id, i, dry_run, force, plan_file))
             except BaseException:
