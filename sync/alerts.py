@@ -10,25 +10,19 @@ logged (scheme and host only: a webhook's path is its secret) and never fails th
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
+from .logs import redact
 from .model import AlertConfig
 
 __all__ = ["Event", "TIMEOUT", "payload", "send"]
 
 TIMEOUT = 10.0
 MAX_BLOCKS = 50  # Slack's limit per message
-_EMAIL = re.compile(r"[^\s@<>()\"',;:]+@[^\s@<>()\"',;:]+\.[A-Za-z]{2,}")
-# E.164 (+ then digits) or the North American 555-123-4567 / (555) 123-4567 forms; plain
-# digit runs are left alone (HubSpot contact ids are numbers)
-_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\(\d{3}\)\s*\d{3}[-. ]\d{4}\b"
-                    r"|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b")
-
 Kind = Literal["failure", "safeguard", "transition"]
 
 
@@ -58,11 +52,6 @@ class Event:
     @classmethod
     def transition(cls, from_: str, to: str, count: int, sample: Iterable[str] = ()) -> Event:
         return cls("transition", from_=from_, to=to, count=count, sample=tuple(sample))
-
-
-def redact(text: str) -> str:
-    """``text`` with anything that looks like an email address or phone number masked."""
-    return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
 
 
 def _esc(text: str) -> str:

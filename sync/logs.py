@@ -11,13 +11,22 @@ import re
 import sys
 from datetime import UTC, datetime
 
-_EMAIL = re.compile(r"[^\s@'\"<>]+@[^\s@'\"<>]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w-])\+\d[\d\s().-]{6,}\d")
+_EMAIL = re.compile(r"[^\s@<>()\"',;:]+@[^\s@<>()\"',;:]+\.[A-Za-z]{2,}")
+# E.164 (+ then digit groups, one separator between groups, optional parentheses) with 8 or
+# more digits, or the North American 555-123-4567 / (555) 123-4567 forms; plain digit runs
+# are left alone (HubSpot contact ids are numbers), and so are counts like "+120 -3"
+_E164 = re.compile(r"(?<![\w+])\+\d+(?:[ .-]?\(\d+\)|[ .-]?\d+)*")
+_NANP = re.compile(r"\(\d{3}\)\s*\d{3}[-. ]\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b")
+
+
+def _phone(m: re.Match[str]) -> str:
+    return "<phone>" if sum(c.isdigit() for c in m.group()) >= 8 else m.group()
 
 
 def redact(text: str) -> str:
-    """Mask emails and phone numbers (a last line of defence; code logs keys only)."""
-    return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
+    """``text`` with anything that looks like an email address or phone number masked (a
+    last line of defence: code logs contact keys only)."""
+    return _NANP.sub("<phone>", _E164.sub(_phone, _EMAIL.sub("<email>", text)))
 
 
 class JsonFormatter(logging.Formatter):

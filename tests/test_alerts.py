@@ -10,7 +10,8 @@ import httpx
 import pytest
 import respx
 
-from crmsync.sync.alerts import TIMEOUT, Event, payload, redact, send
+from crmsync.sync.alerts import TIMEOUT, Event, payload, send
+from crmsync.sync.logs import redact
 from crmsync.sync.model import AlertConfig
 
 HOOK = "https://hooks.slack.com/services/T0001/B0001/s3cr3tPath"
@@ -91,9 +92,12 @@ def test_no_email_or_phone_in_payload():
     assert "`301`" in raw and "&lt;email&gt;" in raw
 
 
-def test_redact_keeps_dates_and_numeric_ids():
+def test_redact_keeps_dates_numeric_ids_and_counts():
     assert redact("contact 51234567 on 2026-03-01") == "contact 51234567 on 2026-03-01"
     assert redact("a@b.io, 415-555-0100, (415) 555-0100") == "<email>, <phone>, <phone>"
+    assert redact("+1 (415) 555-0100 / +44 20 7946 0958") == "<phone> / <phone>"
+    # a destination's summary line: counts, not a phone
+    assert redact("list: ok +300000 -0 ~0 =12") == "list: ok +300000 -0 ~0 =12"
 
 
 @respx.mock
