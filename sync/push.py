@@ -58,6 +58,19 @@ class DestPlan:
         return out
 
 
+@dataclass
+class Batch:
+    """One batch of the diff: its rows as SQL (``FROM ... WHERE``) with their parameters, and
+    as fetched (key, label, value, previous, fp)."""
+
+    rows: str
+    params: list[Any]
+    batch: list[tuple]
+
+    def keys(self) -> set[str]:
+        return {r[0] for r in self.batch}
+
+
 def _chunks(rows: list, size: int) -> Iterator[list]:
     for i in range(0, len(rows), size):
         yield rows[i:i + size]
@@ -255,9 +268,13 @@ class DestinationSync:
                 f"ORDER BY key", [op.value]).fetchall()
             for batch in _chunks(rows, self.dest.batch_size):
                 changes = [Change(k, lb, v, pv) for k, lb, v, pv, _ in batch]
-                self.intend(op, batch, now)
+                # the batch's rows of the diff, by key range (rows are in key order): the
+                # ledger is written from the store's own rows, not from Python lists
+                rng = Batch(f"FROM {plan.diff(self.con)} WHERE op = ? AND key BETWEEN ? AND ?",
+                            [op.value, batch[0][0], batch[-1][0]], batch)
+                self.intend(op, rng, now)
                 result = self.dest.write(op, changes)
-                self.checkpoint(op, batch, result, now)
+                self.checkpoint(op, rng, result, now)
                 n_done = len(result.done)
                 out[{"add": "adds", "remove": "removes", "update": "updates"}[op.value]] += n_done
                 out["rejected"] += len(result.rejected)
@@ -271,45 +288,49 @@ class DestinationSync:
         out["rejects"] = rejects
         return out
 
-    def intend(self, op: Op, batch: list[tuple], now: datetime) -> None:
+    def intend(self, op: Op, b: Batch, now: datetime) -> None:
         """Write-ahead: mark a batch as in flight before sending it, so that a crash between
         the platform applying it and our checkpoint is repaired by the next run."""
         con, name = self.ev.store.con, self.cfg.name
         if op is Op.ADD:
-            con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), "
-                        "unnest(?), 'pending', ?", [name, [b[0] for b in batch],
-                                                    [b[4] for b in batch],
-                                                    [b[2] for b in batch], now])
+            con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'pending', ? "
+                        f"{b.rows}", [name, now, *b.params])
         elif op is Op.REMOVE:
-            con.execute("UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
-                        "(SELECT unnest(?))", [name, [b[0] for b in batch]])
+            con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
+                        f"(SELECT key {b.rows})", [name, *b.params])
 
-    def checkpoint(self, op: Op, batch: list[tuple], result: BatchResult, now: datetime) -> None:
+    def checkpoint(self, op: Op, b: Batch, result: BatchResult, now: datetime) -> None:
         con, name = self.ev.store.con, self.cfg.name
-        sent = {k: (v, fp) for k, _lb, v, _pv, fp in batch}
+        whole = len(result.done) == len(b.batch) and result.done.keys() == b.keys()
         with self.ev.store.transaction():
             if op is Op.REMOVE:
-                keys = list(result.done)
-                if keys:
+                if whole:
+                    con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
+                                f"(SELECT key {b.rows})", [name, *b.params])
+                elif result.done:
                     con.execute("DELETE FROM ledger WHERE dest = ? AND key IN "
-                                "(SELECT unnest(?))", [name, keys])
+                                "(SELECT unnest(?))", [name, list(result.done)])
                 kept = list(result.rejected) + list(result.deferred)
                 if kept:  # the platform refused: they are still members
                     con.execute("UPDATE ledger SET state = 'member' WHERE dest = ? AND key IN "
                                 "(SELECT unnest(?))", [name, kept])
                 return
-            done = list(result.done.items())
-            if done:
-                keys = [k for k, _ in done]
-                vals = [v if v is not None else sent[k][0] for k, v in done]
-                fps = [sent[k][1] for k, _ in done]
+            if whole and not result.preexisting and not any(result.done.values()):
+                con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'member', "
+                            f"? {b.rows}", [name, now, *b.params])
+            elif result.done:
+                sent = {k: (v, fp) for k, _lb, v, _pv, fp in b.batch}
+                keys = list(result.done)
+                vals = [v if v is not None else sent[k][0] for k, v in result.done.items()]
+                fps = [sent[k][1] for k in keys]
                 states = ["preexisting" if k in result.preexisting else "member" for k in keys]
                 con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), "
                             "unnest(?), unnest(?), ?", [name, keys, fps, vals, states, now])
             rej = [k for k in result.rejected if op is Op.ADD]
             if rej:
+                fps = {k: fp for k, *_, fp in b.batch}
                 con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), NULL, "
-                            "'rejected', ?", [name, rej, [sent[k][1] for k in rej], now])
+                            "'rejected', ?", [name, rej, [fps[k] for k in rej], now])
 
     def resync_from_remote(self) -> bool:
         """After ``resync``: the remote's members become the ledger (when readable)."""
