@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,13 +17,20 @@ import typer
 from .sync.errors import ConfigError, CrmsyncError, Problem
 from .sync.logs import setup_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# no local variables in tracebacks: they may hold secrets or contacts' data
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Keep CRM segments current as lists, campaigns and ad audiences.")
+
+
+class LogFormatName(StrEnum):
+    human = "human"
+    json = "json"
+
 
 Config = Annotated[Path, typer.Option("-c", "--config", help="Mapping file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 AsOf = Annotated[str | None, typer.Option("--as-of", help="Fix 'now' (ISO 8601).")]
-LogFormat = Annotated[str, typer.Option("--log-format", help="human or json (stderr).")]
+LogFormat = Annotated[LogFormatName, typer.Option("--log-format", help="Logs on stderr.")]
 DEFAULT = Path("crmsync.yaml")
 
 
@@ -45,27 +54,44 @@ def _out(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 
 @contextmanager
-def _errors():
-    """Map crmsync errors to their exit codes with a clear message on stderr."""
+def _errors(log_format: LogFormatName = LogFormatName.human):
+    """Map crmsync errors to their exit codes with a clear message on stderr (a JSON line
+    each under ``--log-format json``, like every other log line)."""
+    if log_format is LogFormatName.json:
+        setup_logging("json")
+    log = logging.getLogger("crmsync")
+
+    def say(msg: str) -> None:
+        if log_format is LogFormatName.json:
+            log.error(msg)
+        else:
+            typer.echo(f"error: {msg}", err=True)
+
     try:
         yield
     except ConfigError as exc:
         for p in exc.problems:
-            typer.echo(f"error: {p}", err=True)
+            say(str(p))
         raise typer.Exit(2) from None
     except CrmsyncError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        say(str(exc))
         raise typer.Exit(exc.exit_code) from None
+    except Exception:
+        if log_format is not LogFormatName.json:
+            raise  # the traceback, for a bug report
+        log.exception("unexpected error")
+        raise typer.Exit(1) from None
 
 
-def _runner(config: Path, as_of: str | None = None, log_format: str = "human"):
+def _runner(config: Path, as_of: str | None = None,
+            log_format: LogFormatName = LogFormatName.human):
     from .sync.loader import load
     from .sync.runner import Runner
 
-    setup_logging(log_format)
+    setup_logging(log_format.value)
     project = load(config)
     progress = None
-    if sys.stderr.isatty() and log_format == "human":
+    if sys.stderr.isatty() and log_format is LogFormatName.human:
         from rich.console import Console
 
         console = Console(stderr=True)
@@ -116,7 +142,7 @@ def plan(config: Config = DEFAULT, as_json: Json = False, as_of: AsOf = None,
          only: Annotated[list[str] | None, typer.Option("--only")] = None,
          log_format: LogFormat = "human") -> None:
     """Pull, evaluate and show what a run would change. Writes only the local snapshot."""
-    with _errors():
+    with _errors(log_format):
         runner = _runner(config, as_of, log_format)
         try:
             res = runner.plan(offline=offline, only=only)
@@ -134,7 +160,7 @@ def run(config: Config = DEFAULT, as_of: AsOf = None,
         force: Annotated[bool, typer.Option("--force", help="Override safeguards.")] = False,
         as_json: Json = False, log_format: LogFormat = "human") -> None:
     """The whole cycle: pull, evaluate, diff, push, record."""
-    with _errors():
+    with _errors(log_format):
         runner = _runner(config, as_of, log_format)
         try:
             res = runner.run(only=only, dry_run=dry_run, force=force)
@@ -160,14 +186,30 @@ def _report(res, as_json: bool) -> None:
             typer.echo(d.summary())
 
 
+def _read_plan(path: Path) -> dict[str, Any]:
+    fix = "make one with: crmsync plan -c MAPPING -o plan.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), f"cannot read the plan file ({exc.strerror})",
+                                   fix)]) from None
+    except ValueError:
+        raise ConfigError([Problem(str(path), "not a plan file (not JSON)", fix)]) from None
+    need = ("mapping", "as_of", "snapshot_version", "ledger_versions", "changes")
+    if not isinstance(data, dict) or any(k not in data for k in need):
+        raise ConfigError([Problem(str(path), "not a crmsync plan file (it lacks "
+                                   f"{', '.join(need)})", fix)])
+    return data
+
+
 @app.command()
 def apply(plan_file: Annotated[Path, typer.Argument(help="A plan written by plan -o.")],
           config: Annotated[Path | None, typer.Option("-c", "--config")] = None,
           force: Annotated[bool, typer.Option("--force")] = False, as_json: Json = False,
           log_format: LogFormat = "human") -> None:
     """Push exactly a reviewed plan; refuses a plan whose snapshot is stale."""
-    with _errors():
-        data = json.loads(plan_file.read_text(encoding="utf-8"))
+    with _errors(log_format):
+        data = _read_plan(plan_file)
         runner = _runner(config or Path(data["mapping"]), None, log_format)
         try:
             res = runner.apply(data, force=force)
@@ -199,8 +241,12 @@ def history(config: Config = DEFAULT, as_json: Json = False,
                     rb = f" readback {json.dumps(d['readback'])}" if d.get("readback") else ""
                     typer.echo(f"  {d['dest']}: {d['status']} +{d['adds']} -{d['removes']} "
                                f"~{d['updates']} rejected {d['rejected']} deferred "
-                               f"{d['deferred']} calls {d['calls']} retries {d['retries']} "
+                               f"{d['deferred']} no identifier {d['no_identifier'] or 0} "
+                               f"calls {d['calls']} retries {d['retries']} "
                                f"{d['duration_s']:.1f}s {d['message'] or ''}{rb}")
+                    for why in d["reject_reasons"]:
+                        typer.echo(f"    {why['count']} × {why['reason']} "
+                                   f"(e.g. {', '.join(why['keys'])})")
 
         _out(runs, as_json, human)
 
@@ -242,7 +288,7 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
 def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
              offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
     """Segment sizes, overlap matrix and quality-gate findings for the current snapshot."""
-    from .sync.explain import segment_report
+    from .sync.explain import render_overlap, segment_report
 
     with _errors():
         runner = _runner(config, as_of)
@@ -250,15 +296,17 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
             data = segment_report(runner, offline=offline)
         finally:
             runner.close()
+        overlaps = data.pop("_overlaps")
 
         def human() -> None:
             for s, v in data["segments"].items():
                 typer.echo(f"{s}: {v['matched']} matched, {v['held_out']} held out, "
                            f"{v['sent']} sent")
+            if data["segments"]:
+                typer.echo(render_overlap(data["segments"], overlaps))
             for f in data["findings"]:
                 typer.echo(f"{f['severity']}: {f['path']}: {f['message']}")
 
-        data.pop("_overlaps")
         _out(data, as_json, human)
 
 
@@ -277,6 +325,7 @@ def report(config: Config = DEFAULT,
                           f"crmsync report: {config.name}")
         finally:
             runner.close()
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(html, encoding="utf-8")
         typer.echo(f"wrote {output}")
 

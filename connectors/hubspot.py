@@ -198,6 +198,15 @@ _TYPES = {"number": FieldType.number, "bool": FieldType.bool, "date": FieldType.
           "string": FieldType.string, "phone_number": FieldType.string}
 
 
+def results(page: Any) -> list[Any]:
+    """A page's ``results``; an answer without them is not HubSpot's (a wrong ``base_url``,
+    a proxy's error page): stop rather than take it for an empty CRM."""
+    if getattr(page, "results", None) is None:
+        raise CrmsyncError("HubSpot answered without 'results': is the connection's base_url "
+                           "HubSpot's API?")
+    return page.results
+
+
 def field_type(definition: dict[str, Any]) -> FieldType:
     """HubSpot property definition -> crmsync type (multi-checkbox enumerations are ``multi``)."""
     t = definition.get("type")
@@ -251,7 +260,7 @@ class HubSpotSource(Source):
         if self._defs is None:
             api = self.client.sdk.crm.properties.core_api
             res = self.client.call(api.get_all, "contacts")
-            self._defs = {p.name: p.to_dict() for p in res.results}
+            self._defs = {p.name: p.to_dict() for p in results(res)}
         return self._defs
 
     def schema(self) -> dict[str, FieldType]:
@@ -312,7 +321,7 @@ class HubSpotSource(Source):
             if after:
                 kw["after"] = after
             page = self.client.call(api.get_page, **kw)
-            yield from page.results
+            yield from results(page)
             after = page.paging.next.after if page.paging and page.paging.next else None
             if not after:
                 return
@@ -336,7 +345,7 @@ class HubSpotSource(Source):
                 sorts=[{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
                 properties=self._props(), limit=size, after=str(after) if after else None)
             page = self.client.call(api.do_search, public_object_search_request=req, search=True)
-            yield from page.results
+            yield from results(page)
             if page.results:
                 last_seen = int(page.results[-1].id)
             if not (page.paging and page.paging.next):
@@ -462,7 +471,7 @@ class HubSpotListDestination(_HubSpotDestination):
             if after:
                 kw["after"] = after
             page = self.client.call(api.get_page, self.list_id, **kw)
-            yield from (str(m.record_id) for m in page.results)
+            yield from (str(m.record_id) for m in results(page))
             after = page.paging.next.after if page.paging and page.paging.next else None
             if not after:
                 return

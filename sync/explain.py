@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import lint
 from .errors import CrmsyncError
 from .model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
 from .push import Candidates
@@ -128,7 +129,8 @@ def render(data: dict[str, Any]) -> str:
         if info["where"]:
             tree(info["where"], 1)
     for d, info in data["destinations"].items():
-        verdict = "sent" if info["sent"] else "not sent: " + "; ".join(info["reasons"])
+        verdict = (f"sent as a member of {info['label']}" if info["sent"]
+                   else "not sent: " + "; ".join(info["reasons"]))
         lines.append(f"destination {d}: {verdict}")
     return "\n".join(lines)
 
@@ -161,14 +163,24 @@ def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
                             for a, b in pairs)
             row = con.execute(f"SELECT {sel} FROM {ev.table(source)}").fetchone()
             overlaps.update({p: int(n) for p, n in zip(pairs, row, strict=True)})
-    findings = []
-    try:
-        from . import lint
-
-        findings = lint.static(project) + lint.data(
-            project, {s: v["matched"] for s, v in sizes.items()}, overlaps)
-    except ImportError:  # pragma: no cover
-        pass
+    findings = lint.static(project) + lint.data(
+        project, {s: v["matched"] for s, v in sizes.items()}, overlaps)
     return {"segments": sizes, "_overlaps": overlaps,
             "overlap": {f"{a}|{b}": n for (a, b), n in overlaps.items() if n},
             "findings": [p.to_dict() for p in findings], "warnings": ev.warnings}
+
+
+def render_overlap(sizes: dict[str, dict[str, int]], overlaps: dict[tuple[str, str], int]
+                   ) -> str:
+    """The overlap matrix as text: members in both segments (the diagonal: matched)."""
+    names = list(sizes)
+    both = {**overlaps, **{(b, a): n for (a, b), n in overlaps.items()}}
+    cells = [[str(sizes[a]["matched"] if a == b else both.get((a, b), "")) for b in names]
+             for a in names]
+    width = max([len(str(len(names))) + 2, *(len(c) for row in cells for c in row)])
+    label = max(len(n) for n in names) + len(str(len(names))) + 3
+    lines = ["overlap (contacts in both segments; the diagonal: matched):",
+             " " * label + " ".join(f"[{j}]".rjust(width) for j in range(1, len(names) + 1))]
+    for i, (a, row) in enumerate(zip(names, cells, strict=True), 1):
+        lines.append(f"[{i}] {a}".ljust(label) + " ".join(c.rjust(width) for c in row))
+    return "\n".join(lines)

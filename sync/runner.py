@@ -107,7 +107,10 @@ class DestOutcome:
         if self.status == "skipped":
             return f"{self.name}: skipped ({self.message})"
         p = self.plan
-        core = (f"{self.name}: {self.status} +{self.adds} -{self.removes} ~{self.updates} "
+        # a dry run reports what it would send; a run, what was sent
+        adds, removes, updates = ((p.add, p.remove, p.update) if self.status == "planned" and p
+                                  else (self.adds, self.removes, self.updates))
+        core = (f"{self.name}: {self.status} +{adds} -{removes} ~{updates} "
                 f"={p.unchanged if p else 0} rejected {self.rejected} deferred {self.deferred} "
                 f"({self.calls} calls, {self.retries} retries, {self.duration:.1f}s)")
         return f"{core}: {self.message}" if self.message else core
@@ -193,7 +196,7 @@ class Runner:
             return None
         cadence = self.project.mapping.segments[cfg.segment].cadence
         _, last = self.store.dest_state(cfg.name)
-        if cadence and last and self.started - last < cadence:
+        if cadence and last and self.now - last < cadence:
             return f"not due: synced {iso(last)}, cadence {cadence}"
         return None
 
@@ -209,6 +212,9 @@ class Runner:
                 dest = make_destination(self.project, i, self.now)
                 out = DestOutcome(cfg.name, "planned", DestinationSync(ev, cfg, dest, i).plan())
                 out.readback = self.store.last_readback(cfg.name)  # no call: as last reported
+                if why := self.tripped(cfg, out.plan, force=False):
+                    out.message = why
+                    res.warnings.append(f"{cfg.name}: a run would stop here: {why}")
                 res.destinations.append(out)
             return res
 
@@ -231,7 +237,8 @@ class Runner:
             force: bool = False, command: str = "run", offline: bool = False,
             plan_file: dict[str, Any] | None = None) -> Result:
         with self.store.lock():
-            run_id = self.store.begin_run(command, self.started, self.now)
+            run_id = self.store.begin_run(f"{command} --dry-run" if dry_run else command,
+                                          self.started, self.now)
             res = Result(self.now, run_id=run_id)
             try:
                 ev = self.evaluate(offline or plan_file is not None)
@@ -312,15 +319,8 @@ class Runner:
             state.pop("_resynced", None)
             if plan_file is not None:
                 self._load_plan_changes(plan, plan_file["changes"].get(cfg.name, []))
-            limit = cfg.max_remove_fraction
-            if limit is None:
-                limit = self.project.mapping.safeguards.max_remove_fraction
-            if (limit is not None and not force and plan.ledger
-                    and plan.remove > limit * plan.ledger):
-                out.status = "safeguard"
-                out.message = (f"would remove {plan.remove} of {plan.ledger} members "
-                               f"({plan.remove / plan.ledger:.0%} > {limit:.0%}); "
-                               f"nothing sent; rerun with --force to allow")
+            if why := self.tripped(cfg, plan, force):
+                out.status, out.message = "safeguard", why
             elif dry_run:
                 out.status = "planned"
             else:
@@ -331,7 +331,7 @@ class Runner:
                 out.rejected, out.deferred = pushed["rejected"], pushed["deferred"]
                 out.readback = dest.readback() if opened else None
                 # the dict open() returned, as the destination left it (e.g. request ids)
-                self.store.save_dest_state(cfg.name, state, self.started)
+                self.store.save_dest_state(cfg.name, state, self.now)
                 rejects = pushed["rejects"]
         except DestinationStopped as exc:
             out.status, out.message = "failed", str(exc)
@@ -352,13 +352,25 @@ class Runner:
             self.store.record_destination(run_id, {
                 "dest": cfg.name, "status": out.status, "segment": cfg.segment or cfg.group,
                 "desired": p.desired if p else None, "adds": out.adds, "removes": out.removes,
-                "updates": out.updates, "rejected": out.rejected + (p.no_identifier if p else 0),
+                "updates": out.updates, "rejected": out.rejected,
+                "no_identifier": p.no_identifier if p else None,
                 "deferred": out.deferred, "unchanged": p.unchanged if p else None,
                 "calls": out.calls, "retries": out.retries, "duration_s": out.duration,
                 "message": out.message, "readback": out.readback}, rejects)
         log.log(logging.WARNING if out.status in ("failed", "safeguard") else logging.INFO,
                 "%s", out.summary())
         return out
+
+    def tripped(self, cfg: DestinationConfig, plan: DestPlan, force: bool) -> str | None:
+        """Why ``max_remove_fraction`` stops this destination's push, or None."""
+        limit = cfg.max_remove_fraction
+        if limit is None:
+            limit = self.project.mapping.safeguards.max_remove_fraction
+        if limit is None or force or not plan.ledger or plan.remove <= limit * plan.ledger:
+            return None
+        return (f"would remove {plan.remove} of {plan.ledger} members "
+                f"({plan.remove / plan.ledger:.0%} > {limit:.0%}); "
+                f"nothing sent; rerun with --force to allow")
 
     def _open(self, dest: Destination, sync: DestinationSync, state: dict[str, Any]
               ) -> dict[str, Any]:

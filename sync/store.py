@@ -49,7 +49,12 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE TABLE transitions (run_id BIGINT, from_segment VARCHAR, to_segment VARCHAR,
         contacts BIGINT, sample VARCHAR[]);
     """),
+    ("003_no_identifier", """
+    ALTER TABLE run_destinations ADD COLUMN no_identifier BIGINT;
+    """),
 ]
+
+REJECT_SAMPLE = 5  # contact keys shown per reject reason in history
 
 
 def snap(source: str) -> str:
@@ -305,14 +310,17 @@ class Store:
                            rejects: Iterable[tuple[str, str]] = ()) -> None:
         cols = ["run_id", "dest", "status", "segment", "desired", "adds", "removes", "updates",
                 "rejected", "deferred", "unchanged", "calls", "retries", "duration_s", "message",
-                "readback"]
+                "readback", "no_identifier"]
         vals = [run_id, *(row.get(c) for c in cols[1:])]
-        vals[-1] = json.dumps(vals[-1]) if vals[-1] is not None else None
-        self.con.execute(f"INSERT INTO run_destinations VALUES ({', '.join('?' * len(cols))})",
-                         vals)
-        rows = [[run_id, row["dest"], k, r] for k, r in rejects]
-        if rows:
-            self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?)", rows)
+        if vals[15] is not None:
+            vals[15] = json.dumps(vals[15])
+        self.con.execute(f"INSERT INTO run_destinations ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})", vals)
+        rejects = list(rejects)
+        if rejects:
+            keys, reasons = zip(*rejects, strict=True)
+            self.con.execute("INSERT INTO rejects SELECT ?, ?, unnest(?), unnest(?)",
+                             [run_id, row["dest"], list(keys), list(reasons)])
 
     def last_readback(self, dest: str) -> dict[str, Any] | None:
         """The platform's own figures (size, match rate) from the last run that had them."""
@@ -330,16 +338,26 @@ class Store:
             dests = self.con.execute(
                 "SELECT * FROM run_destinations WHERE run_id = ? ORDER BY dest", [r[0]])
             names = [d[0] for d in dests.description]
+            rows = [{k: (json.loads(v) if k == "readback" and v else v)
+                     for k, v in zip(names, d, strict=True) if k != "run_id"}
+                    for d in dests.fetchall()]
+            for d in rows:
+                d["reject_reasons"] = self.reject_reasons(r[0], d["dest"])
             out.append({
                 "run_id": r[0], "command": r[1], "started_at": _iso(r[2]),
                 "finished_at": _iso(r[3]), "as_of": _iso(r[4]), "status": r[5],
-                "exit_code": r[6],
-                "destinations": [
-                    {k: (json.loads(v) if k == "readback" and v else v)
-                     for k, v in zip(names, d, strict=True) if k != "run_id"}
-                    for d in dests.fetchall()],
+                "exit_code": r[6], "destinations": rows,
             })
         return out
+
+    def reject_reasons(self, run_id: int, dest: str) -> list[dict[str, Any]]:
+        """A run's rejected and unsendable contacts of one destination, per reason: how many,
+        and the first few contact keys."""
+        rows = self.con.execute(
+            f"SELECT reason, count(*), list(key ORDER BY key)[1:{REJECT_SAMPLE}] FROM rejects "
+            f"WHERE run_id = ? AND dest = ? GROUP BY reason ORDER BY count(*) DESC, reason",
+            [run_id, dest]).fetchall()
+        return [{"reason": r, "count": int(n), "keys": list(k)} for r, n, k in rows]
 
 
 def _iso(v: datetime | None) -> str | None:

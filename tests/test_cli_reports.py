@@ -66,9 +66,11 @@ def test_segments_and_report(cli, tmp_path):
     assert {s: v["sent"] for s, v in data["segments"].items()} == {
         "customers": 0, "big": 1, "leads": 1}
     assert any("tiny" in f["message"] or "empty" in f["message"] for f in data["findings"])
-    res = cli("report", "-c", m, "-o", tmp_path / "r.html")
+    text = cli("segments", "-c", m).stdout
+    assert "overlap" in text and "[1] customers" in text
+    res = cli("report", "-c", m, "-o", tmp_path / "sub" / "r.html")
     assert res.exit_code == 0
-    html = (tmp_path / "r.html").read_text()
+    html = (tmp_path / "sub" / "r.html").read_text()
     assert "<script" not in html and "Segment sizes over time" in html and "cust" in html
 
 

@@ -102,6 +102,28 @@ def test_safeguard_trips_exit_3_and_force_overrides(cli, tmp_path):
     assert read_csv_keys(tmp_path / "out/cust.csv") == set()
 
 
+def test_plan_warns_when_a_run_would_trip_the_safeguard(cli, tmp_path):
+    m = setup(tmp_path, max_remove_fraction=0.25)
+    cli("run", "-c", m)
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(40, stage=lambda i: "lead"))
+    plan = cli.json("plan", "-c", m)
+    assert plan["destinations"]["cust"]["remove"] == len(expected(40))
+    assert any(w.startswith("cust: a run would stop here") for w in plan["warnings"])
+    res = cli("run", "-c", m, "--dry-run")
+    assert res.exit_code == 3 and "--force" in res.stdout
+
+
+def test_dry_run_reports_what_it_would_send_and_sends_nothing(cli, tmp_path):
+    m = setup(tmp_path)
+    res = cli("run", "-c", m, "--dry-run")
+    assert res.exit_code == 0
+    n = len(expected(40))
+    assert res.stdout.startswith(f"cust: planned +{n} -0 ~0 =0 ")
+    assert not (tmp_path / "out/cust.csv").exists()
+    runs = cli.json("history", "-c", m)
+    assert runs[0]["command"] == "run --dry-run" and runs[0]["destinations"] == []
+
+
 def test_second_run_exits_4_while_lock_held(cli, tmp_path):
     m = setup(tmp_path)
     cli("run", "-c", m)
@@ -126,6 +148,30 @@ def test_plan_file_apply_and_stale_refusal(cli, tmp_path):
     # the ledger moved on: the same plan is now stale
     res = cli("apply", tmp_path / "plan.json", "-c", m)
     assert res.exit_code == 2 and "stale plan" in res.stderr
+
+
+def test_apply_refuses_what_is_not_a_plan_file(cli, tmp_path):
+    m = setup(tmp_path)
+    (tmp_path / "junk.json").write_text('{"hello": 1}')
+    (tmp_path / "text.json").write_text("plan: no")
+    for path, why in (("junk.json", "not a crmsync plan file"), ("text.json", "not JSON"),
+                      ("missing.json", "cannot read the plan file")):
+        res = cli("apply", tmp_path / path, "-c", m)
+        assert res.exit_code == 2 and why in res.stderr, res.stderr
+    assert not (tmp_path / "out/cust.csv").exists()
+
+
+def test_log_format_json_also_carries_errors(cli, tmp_path):
+    m = setup(tmp_path)
+    bad = mapping(tmp_path)
+    bad["segments"]["customers"]["where"] = {"field": "stage", "eq_": "customer"}
+    b = write_mapping(tmp_path / "bad.yaml", bad)
+    res = cli("run", "-c", b, "--log-format", "json")
+    assert res.exit_code == 2
+    lines = [json.loads(x) for x in res.stderr.splitlines() if x.strip()]
+    assert lines and all(x["level"] == "error" for x in lines)
+    assert "eq_" in lines[0]["msg"]
+    assert cli("run", "-c", m, "--log-format", "xml").exit_code == 2
 
 
 def test_unchanged_file_is_not_pulled_again_but_a_same_size_rewrite_is(cli, tmp_path):
@@ -196,6 +242,32 @@ def test_cadence_skips_until_due(cli, tmp_path):
     m = write_mapping(tmp_path / "m.yaml", mp)
     assert cli.json("run", "-c", m)["destinations"]["cust"]["status"] == "ok"
     assert cli.json("run", "-c", m)["destinations"]["cust"]["status"] == "skipped"
+
+
+def test_cadence_is_measured_from_as_of(cli, tmp_path):
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(10))
+    mp = mapping(tmp_path)
+    mp["segments"]["customers"]["cadence"] = "1h"
+    m = write_mapping(tmp_path / "m.yaml", mp)
+
+    def status(at: str) -> str:
+        return cli.json("run", "-c", m, "--as-of", at)["destinations"]["cust"]["status"]
+
+    assert status("2026-03-01T10:00:00Z") == "ok"
+    assert status("2026-03-01T10:59:00Z") == "skipped"
+    assert status("2026-03-01T11:00:00Z") == "ok"
+
+
+def test_history_keeps_contacts_without_identifier_apart_from_rejects(cli, tmp_path):
+    data = rows(10)
+    data[0][1] = " "  # k0001, a customer, has no email
+    write_csv(tmp_path / "contacts.csv", HEADER, data)
+    m = write_mapping(tmp_path / "m.yaml", mapping(tmp_path))
+    res = cli("run", "-c", m)
+    assert " rejected 0 " in res.stdout
+    d = cli.json("history", "-c", m)[0]["destinations"][0]
+    assert (d["rejected"], d["no_identifier"], d["reject_reasons"]) == (0, 1, [])
+    assert "no identifier 1" in cli("history", "-c", m).stdout
 
 
 def test_jsonl_source_with_lists(cli, tmp_path):

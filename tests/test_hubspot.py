@@ -262,3 +262,13 @@ def test_full_reconcile_every_full_every(fake, tmp_path):
     state = SourceState(cursor=p.cursor, last_full_at=NOW - timedelta(days=2))
     assert s.pull(state).full
     assert not s.pull(SourceState(cursor=p.cursor, last_full_at=NOW)).full
+
+
+def test_an_answer_without_results_stops_instead_of_emptying_the_crm(fake, tmp_path):
+    from crmsync.sync.errors import CrmsyncError
+
+    fake.add_contact({"email": "a@x.example"})
+    s = source(fake, tmp_path, ["email"])
+    fake.fail_next(status=200, body={}, path="/crm/v3/objects/contacts")
+    with pytest.raises(CrmsyncError, match="without 'results'"):
+        s.pull(SourceState())

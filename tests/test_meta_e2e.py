@@ -130,6 +130,10 @@ def test_invalid_identifiers_are_counted_as_rejects(cli, tmp_path, fake):
     d = res["destinations"]["champions-meta"]
     assert d["adds"] == 1 and d["no_identifier"] == 1
     assert fake.by_name("Champions (crmsync)").members == {expected_row(1)}
+    h = cli.json("history", "-c", m, env=ENV)[0]["destinations"][0]
+    assert h["no_identifier"] == 1 and h["rejected"] == 0
+    [why] = h["reject_reasons"]
+    assert why["count"] == 1 and why["reason"].startswith("no_identifier") and why["keys"]
 
 
 def _email_mapping(tmp_path, fake, n, member, batch_size=None):
