@@ -91,6 +91,11 @@ class Pull:
     ``full=True`` means the rows are the whole population: stored contacts not in it are
     deleted. Otherwise rows are upserted and ``deleted`` keys removed. ``cursor`` is stored
     only after the snapshot is committed.
+
+    ``warnings``: what the pull could not take as it is but did not stop for, each a whole
+    sentence naming the source (e.g. a file's malformed rows, counted, with line numbers;
+    never a value, which may be an email). The core logs them and lists them with the
+    plan's and the run's warnings.
     """
 
     full: bool
@@ -98,6 +103,7 @@ class Pull:
     sql: str | None = None
     deleted: Iterable[str] = ()
     cursor: Any = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Source(ABC):

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import csv
+import io
 import json
 import os
+import stat
 import tempfile
 from abc import abstractmethod
+from array import array
+from collections import deque
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..sync.errors import CrmsyncError
+from ..sync.errors import ConfigError, CrmsyncError, Problem
 from ..sync.model import FieldType
 from ..sync.values import q
 from .base import BatchResult, Change, Destination, Op, Pull, Source, SourceState
@@ -23,16 +30,23 @@ def _sql_path(p: Path) -> str:
     return "'" + str(p).replace("'", "''") + "'"
 
 
+#: malformed rows quoted by line number in a warning (the rest are counted)
+_FIRST = 5
+#: headers already read, by file fingerprint (a jsonl header is a scan of the whole file, and
+#: `load` checks the header before the pull reads it again)
+_HEADERS: dict[str, list[str]] = {}
+
+
 class FileOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
-    delimiter: str = ","
+    delimiter: str = Field(",", min_length=1, max_length=1)
 
 
 class _FileSource(Source):
     """A file that is the whole population. A pull whose file has not changed since the
     last one (same size, modification and change times, inode, key and options: rsync's quick
-    check) changes nothing."""
+    check) changes nothing, and repeats the warnings of the pull that read it."""
 
     Options = FileOptions
 
@@ -42,12 +56,48 @@ class _FileSource(Source):
 
     _columns: list[str] | None = None
 
+    def problem(self, key: str, message: str, fix: str) -> ConfigError:
+        """A ConfigError about this source's ``key:`` in the mapping (file:line added by
+        ``sync.checks``)."""
+        return ConfigError([Problem(f"sources.{self.name}.{key}", message, fix)])
+
     def columns(self) -> list[str]:
-        """The file's column names, read once per source object (``schema`` and ``select``
-        both need them in one pull)."""
+        """The file's column names, read once per file version (``load``'s checks, ``schema``
+        and the read all need them)."""
         if self._columns is None:
-            self._columns = self.read_columns()
+            fp = json.dumps(self.fingerprint(), sort_keys=True)
+            if fp not in _HEADERS:
+                if len(_HEADERS) > 64:
+                    _HEADERS.clear()
+                _HEADERS[fp] = self._header()
+            self._columns = _HEADERS[fp]
         return self._columns
+
+    def _header(self) -> list[str]:
+        where = f"{self.options.path} (looked in {self.path})"
+        try:
+            cols = self.read_columns()
+        except UnicodeDecodeError:
+            raise self.problem("path", f"{self.options.path} is not UTF-8 text",
+                               "save the file as UTF-8 (CSV UTF-8 in Excel)") from None
+        except OSError as exc:
+            raise self.problem("path", f"cannot read {where}: {exc.strerror}",
+                               "check the file's permissions") from None
+        if not cols:
+            raise self.problem("path", f"{self.options.path} is empty",
+                               "export the contacts into it (a csv file starts with a "
+                               "header row naming the columns)")
+        blank = [i + 1 for i, c in enumerate(cols) if not c.strip()]
+        dup = next((c for i, c in enumerate(cols) if c in cols[:i]), None)
+        if blank:
+            raise self.problem("path", f"column {blank[0]} of the header of "
+                               f"{self.options.path} has no name",
+                               "name every column in the first line (or remove a "
+                               "trailing delimiter)")
+        if dup is not None:
+            raise self.problem("path", f"column '{dup}' appears twice in the header of "
+                               f"{self.options.path}", "rename one of them")
+        return cols
 
     @abstractmethod
     def read_columns(self) -> list[str]:
@@ -60,33 +110,122 @@ class _FileSource(Source):
         return {c: self.config.schema_.get(c, FieldType.string) for c in self.columns()}
 
     def fingerprint(self) -> dict[str, Any]:
-        st = self.path.stat()
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise self.problem("path", f"file {self.options.path} not found (looked in "
+                               f"{self.path})", "paths are relative to the mapping file's "
+                               "folder: fix path:, or create the file") from None
+        except OSError as exc:
+            raise self.problem("path", f"cannot read {self.options.path}: {exc.strerror}",
+                               "check the path and the file's permissions") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise self.problem("path", f"{self.options.path} is not a file",
+                               "point path: at the exported file")
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
                 "inode": st.st_ino, "key": self.key, "options": self.options.model_dump()}
 
     def pull(self, state: SourceState) -> Pull:
         fp = self.fingerprint()
-        if state.rows and state.cursor == fp:
-            return Pull(full=False, cursor=fp)  # unchanged: nothing to upsert or delete
-        return Pull(full=True, sql=self.select(), cursor=fp)
+        last = dict(state.cursor) if isinstance(state.cursor, dict) else {}
+        warnings = last.pop("warnings", [])
+        if state.rows and last == fp:  # unchanged: nothing to upsert or delete
+            return Pull(full=False, cursor=state.cursor, warnings=list(warnings))
+        if self.key not in self.columns():  # `load` checks this; the file changed since
+            raise self.problem("key", f"{self.options.path} has no column '{self.key}' "
+                               "(the source's key)", "set key: to a column of the file")
+        sql, warnings = self.read()
+        return Pull(full=True, sql=sql, cursor={**fp, "warnings": warnings} if warnings
+                    else fp, warnings=warnings)
 
     @abstractmethod
-    def select(self) -> str:
-        """A DuckDB SELECT of every column of the file, as text."""
+    def read(self) -> tuple[str, list[str]]:
+        """A DuckDB SELECT of every column of the file, as text, and warnings about rows
+        that could not be read as they are (counted, with their line numbers)."""
 
 
 class CsvSource(_FileSource):
-    """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings)."""
+    """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings).
+
+    RFC 4180 quoting; DuckDB reads the file with the dialect given, no sniffing. A row that is
+    not well-formed is never silently dropped, and never takes the rows after it along: when
+    DuckDB rejects any record, the file is scanned line by line (``_clean_copy``) into a copy
+    without the malformed rows (and with short rows padded), which is then read instead, and
+    the pull's warnings name those lines. A clean file costs one extra scan in DuckDB."""
+
+    _tmp: tempfile.TemporaryDirectory | None = None  # the cleaned copy, kept for the read
 
     def read_columns(self) -> list[str]:
-        with self.path.open(newline="", encoding="utf-8-sig") as fh:
-            return next(csv.reader(fh, delimiter=self.options.delimiter), [])
+        with self.path.open("rb") as fh:  # decode the header only: a bad byte below is a row's
+            head = fh.read(1 << 20).decode("utf-8-sig", errors="replace")
+        cols = next(csv.reader(io.StringIO(head, newline=""),
+                               delimiter=self.options.delimiter), [])
+        if any("\ufffd" in c for c in cols):
+            raise self.problem("path", f"the header of {self.options.path} is not UTF-8 text",
+                               "save the file as UTF-8 (CSV UTF-8 in Excel)")
+        others = [d for d in ",;\t|" if d != self.options.delimiter
+                  and len(cols) == 1 and d in cols[0]]
+        if others:
+            raise self.problem("delimiter", f"the header of {self.options.path} is one column "
+                               f"({cols[0][:60]!r}): it seems to use {others[0]!r} between "
+                               "columns", f"set delimiter: {others[0]!r}")
+        return cols
 
-    def select(self) -> str:
+    def _read_csv(self, path: Path, option: str) -> str:
         cols = ", ".join(f"{q(c)}: 'VARCHAR'" for c in self.columns())
-        return (f"SELECT * FROM read_csv({_sql_path(self.path)}, header=true, "
-                f"delim={_sql_path(Path(self.options.delimiter))}, columns={{{cols}}}, "
-                f"quote='\"', escape='\"', strict_mode=false, null_padding=true)")
+        delim = "'" + self.options.delimiter.replace("'", "''") + "'"
+        return (f"read_csv({_sql_path(path)}, header=true, auto_detect=false, delim={delim}, "
+                f"quote='\"', escape='\"', columns={{{cols}}}, {option})")
+
+    def rejected(self, path: Path) -> list[tuple[int, str]]:
+        """(byte position, error) of each record DuckDB rejects in ``path``: its scan of
+        the key column checks every record's quoting and number of fields. Raises
+        ``duckdb.Error`` when it cannot read the file at all (e.g. mixed line endings)."""
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.execute(f"SELECT count({q(self.key)}) FROM "
+                        f"{self._read_csv(path, 'store_rejects=true')}").fetchall()
+            return con.execute("SELECT DISTINCT line_byte_position, lower(error_type) "
+                               "FROM reject_errors ORDER BY 1").fetchall()
+        finally:
+            con.close()
+
+    def read(self) -> tuple[str, list[str]]:
+        import duckdb
+
+        path = self.path
+        try:
+            if _utf8(path) and not self.rejected(path):
+                return f"SELECT * FROM {self._read_csv(path, 'ignore_errors=true')}", []
+        except duckdb.Error:
+            pass  # the line-by-line scan below finds what DuckDB could not read
+        self._tmp = tempfile.TemporaryDirectory(prefix="crmsync-")
+        clean = Path(self._tmp.name) / path.name
+        found = _clean_copy(path, clean, self.options.delimiter, len(self.columns()))
+        try:
+            for pos, error in self.rejected(clean):  # what DuckDB still refuses: reported
+                found.bad.append((found.origin(pos), error))
+        except duckdb.Error as exc:
+            raise CrmsyncError(f"{self.path}: cannot read the file as CSV: "
+                               f"{str(exc).splitlines()[0]}") from None
+        return (f"SELECT * FROM {self._read_csv(clean, 'ignore_errors=true')}",
+                found.warnings(f"source '{self.name}': {self.options.path}"))
+
+
+def _utf8(path: Path) -> bool:
+    """Whether the whole file is UTF-8 (DuckDB's key-column scan does not decode the other
+    columns; Python does, at memory speed)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class JsonlSource(_FileSource):
@@ -108,7 +247,7 @@ class JsonlSource(_FileSource):
             raise CrmsyncError(f"{self.path}: not one JSON object per line ({exc})") from None
         return list(dict.fromkeys([*keys, *(k for (k,) in rest)]))
 
-    def select(self) -> str:
+    def read(self) -> tuple[str, list[str]]:
         def col(c: str) -> str:
             # a JSON path with a quoted member name: $."name"
             p = "'$.\"" + c.replace("'", "''").replace('"', '\\"') + "\"'"
@@ -117,7 +256,136 @@ class JsonlSource(_FileSource):
                     f"ELSE json_extract_string(json, {p}) END AS {q(c)}")
 
         sel = ", ".join(col(c) for c in self.columns())
-        return f"SELECT {sel} FROM read_ndjson_objects({_sql_path(self.path)})"
+        return f"SELECT {sel} FROM read_ndjson_objects({_sql_path(self.path)})", []
+
+
+# ---------------------------------------------------------------- malformed csv rows
+
+
+class _Undecodable(Exception):
+    pass
+
+
+@dataclass
+class _Cleaned:
+    """What ``_clean_copy`` found: malformed lines (line number, why), short rows padded, and
+    where each written row starts in the copy (to map DuckDB's positions back)."""
+
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    padded: list[int] = field(default_factory=list)
+    starts: array = field(default_factory=lambda: array("q"))
+    lines: array = field(default_factory=lambda: array("q"))
+
+    def origin(self, pos: int) -> int:
+        """The original line of the row at (1-based) byte ``pos`` of the copy."""
+        i = bisect.bisect_right(self.starts, pos - 1) - 1
+        return self.lines[max(i, 0)] if self.lines else 1
+
+    def warnings(self, where: str) -> list[str]:
+        out = []
+        if self.bad:
+            bad = sorted(self.bad)
+            listed = "; ".join(f"line {n}: {why}" for n, why in bad[:_FIRST])
+            more = f"; and {len(bad) - _FIRST} more" if len(bad) > _FIRST else ""
+            out.append(f"{where}: {len(bad)} malformed row(s) not read ({listed}{more}); "
+                       "fix them in the file and the next run reads them")
+        if self.padded:
+            listed = ", ".join(map(str, self.padded[:_FIRST]))
+            more = f" and {len(self.padded) - _FIRST} more" if len(self.padded) > _FIRST else ""
+            out.append(f"{where}: {len(self.padded)} row(s) have fewer fields than the header "
+                       f"(line {listed}{more}); their missing last fields were read as empty")
+        return out
+
+
+def _lines(fh: BinaryIO) -> Iterator[bytes]:
+    """The file's physical lines, endings kept (LF, CRLF or a lone CR, as DuckDB reads them),
+    in chunks: the file is never all in memory."""
+    rest = b""
+    while chunk := fh.read(1 << 22):
+        lines = (rest + chunk).splitlines(keepends=True)
+        rest = lines.pop()  # may be cut short (or a CR whose LF is in the next chunk)
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _why(exc: Exception, lines: int) -> str:
+    """Why a record failed, in words (``lines``: how many lines it had taken)."""
+    text = str(exc)
+    if lines > 1 or "end of data" in text or "field limit" in text:
+        return "a quoted value is not closed"
+    if isinstance(exc, _Undecodable):
+        return "not UTF-8 text"
+    if "expected after" in text:
+        return "text after a closing quote"
+    return "bad quoting"
+
+
+def _clean_copy(src: Path, dst: Path, delimiter: str, width: int) -> _Cleaned:
+    """Copy ``src`` to ``dst`` without its malformed rows, padding short ones.
+
+    Python's csv module splits records (quoted values may span lines). A record that fails
+    (bad quoting, a quote never closed, more fields than the header, not UTF-8) loses only
+    its first line: the lines it swallowed are read again as rows of their own. Well-formed
+    rows are copied as they are, but for their line endings (all LF: DuckDB refuses a file
+    that mixes them)."""
+    found = _Cleaned()
+    pending: deque[tuple[int, bytes]] = deque()  # lines to read again after a failed record
+    taken: list[tuple[int, bytes]] = []  # the lines of the record being read
+    pos = 0
+    header = True
+    with src.open("rb") as fin, dst.open("wb") as out:
+        numbered = enumerate(_lines(fin), 1)
+
+        def text() -> Iterator[str]:
+            while True:
+                item = pending.popleft() if pending else next(numbered, None)
+                if item is None:
+                    return
+                taken.append(item)
+                try:
+                    yield item[1].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Undecodable from None
+
+        def write(lines: list[bytes], line: int) -> None:
+            nonlocal pos
+            data = lines[0] if len(lines) == 1 else b"\n".join(x.rstrip(b"\r\n") for x in lines)
+            if not data.endswith(b"\n") or data.endswith(b"\r\n"):
+                data = data.rstrip(b"\r\n") + b"\n"  # one ending: LF
+            found.starts.append(pos)
+            found.lines.append(line)
+            out.write(data)
+            pos += len(data)
+
+        while True:
+            try:
+                for row in csv.reader(text(), delimiter=delimiter, strict=True):
+                    line = taken[0][0]
+                    if header or len(row) == width:
+                        write([raw for _, raw in taken], line)
+                        header = False
+                    elif len(row) > width and len(taken) == 1:
+                        found.bad.append((line, f"{len(row)} fields, the header has {width}"))
+                    elif len(row) > width:  # a quote swallowed the next lines: read them again
+                        found.bad.append((line, "a quoted value is not closed"))
+                        pending.extendleft(reversed(taken[1:]))
+                    elif row:  # short: pad (an empty line is skipped, as DuckDB does)
+                        buf = io.StringIO()
+                        csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerow(
+                            row + [""] * (width - len(row)))
+                        write([buf.getvalue().encode("utf-8")], line)
+                        found.padded.append(line)
+                    taken.clear()
+                return found
+            except (csv.Error, _Undecodable) as exc:
+                if header:  # DuckDB skips the first line whatever it holds
+                    write([taken[0][1]], 1)
+                    header = False
+                else:
+                    found.bad.append((taken[0][0], _why(exc, len(taken))))
+                pending.extendleft(reversed(taken[1:]))
+                taken.clear()
 
 
 class CsvOptions(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,18 @@ YamlLoader.yaml_implicit_resolvers = {
 YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
                                  re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                  list("tTfF"))
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """A YAML date; one that does not exist (``2026-13-45``, ``2026-02-30``) stays text, so the
+    model reports it with its path in the document, as it does the quoted form."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -129,7 +142,9 @@ def _bad_scalar(node: yaml.Node | None) -> int | None:
 
 
 def _interpolate(data: Any, path: tuple, env: dict[str, str], used: dict[str, str],
-                 problems: list[Problem]) -> Any:
+                 problems: list[Problem] | None) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` from ``env``; a variable that is not set is a problem
+    (unless ``problems`` is None: then it reads as empty)."""
     if isinstance(data, dict):
         return {k: _interpolate(v, (*path, k), env, used, problems) for k, v in data.items()}
     if isinstance(data, list):
@@ -144,8 +159,10 @@ def _interpolate(data: Any, path: tuple, env: dict[str, str], used: dict[str, st
             return env[name]
         if default is not None:
             return default
-        problems.append(Problem(fmt_path(path), f"environment variable {name} is not set",
-                                f"export {name}=... before running crmsync (or put it in .env)"))
+        if problems is not None:
+            problems.append(Problem(fmt_path(path), f"environment variable {name} is not set",
+                                    f"export {name}=... before running crmsync (or put it in "
+                                    f".env)"))
         return ""
 
     return _VAR.sub(sub, data)
@@ -168,8 +185,16 @@ def _dotenv(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- pydantic errors
 
 
+def model_keys(model: type[BaseModel]) -> list[str]:
+    """The keys a mapping may use for ``model``'s fields (aliases where set), in order."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
 def pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseModel] | None,
-                      file: str) -> list[Problem]:
+                      file: str, siblings: Sequence[str] = ()) -> list[Problem]:
+    """Problems of a pydantic error. ``siblings``: other keys allowed beside ``model``'s own
+    at its top level (a connector's options share their mapping with the config's fields),
+    so an unknown key there is matched against both."""
     out = []
     for err in exc.errors():
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in (
@@ -181,12 +206,12 @@ def pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseModel
         if kind == "extra_forbidden":
             key = loc[-1]
             parent = _model_at(model, loc[:-1])
-            fields = list(parent.model_fields) if parent else []
-            aliases = [f.alias for f in parent.model_fields.values() if f.alias] if parent else []
+            keys = model_keys(parent) if parent else []
+            if not loc[:-1]:
+                keys = [*siblings, *(k for k in keys if k not in siblings)]
             msg = f"unknown key '{key}'"
-            fix = did_you_mean(str(key), fields + aliases) or (
-                f"allowed here: {', '.join(aliases + [f for f in fields if f.rstrip('_') not in aliases])}"
-                if fields else None)
+            fix = did_you_mean(str(key), keys) or (
+                f"allowed here: {', '.join(keys)}" if keys else None)
         elif kind == "missing":
             msg = f"'{loc[-1]}' is required"
             fix = f"add {loc[-1]}:"
@@ -233,8 +258,13 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
 # ---------------------------------------------------------------- load
 
 
-def load(path: str | Path, env: dict[str, str] | None = None) -> Project:
-    """Load and check the shape of a mapping file (semantic checks: ``sync.validate``)."""
+def load(path: str | Path, env: dict[str, str] | None = None, *, checked: bool = True,
+         secrets: bool = True) -> Project:
+    """Load a mapping file and check its shape; then, unless ``checked=False``, every error
+    ``crmsync validate`` would report (``sync.checks``: semantics and the local files, no
+    network), so no command pulls or pushes on a mapping that validate rejects.
+    ``secrets=False``: for commands that call no platform, environment variables that are not
+    set read as empty instead of failing."""
     path = Path(path)
     file = str(path)
     try:
@@ -264,7 +294,7 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Project:
     _line_map(node, (), lines, problems, file)
     environment = {**_dotenv(path.parent), **(os.environ if env is None else env)}
     used: dict[str, str] = {}
-    data = _interpolate(data, (), environment, used, problems)
+    data = _interpolate(data, (), environment, used, problems if secrets else None)
     project = Project(Mapping.model_construct(), path, lines, {}, used)
 
     def located(ps: list[Problem]) -> list[Problem]:
@@ -290,4 +320,8 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Project:
                 project.conditions[where_path] = cond
     if problems:
         raise ConfigError(located(problems))
+    if checked:
+        from .checks import require_valid
+
+        require_valid(project)
     return project

@@ -159,6 +159,7 @@ class Runner:
         self.now = as_of or self.started
         self.progress = progress or (lambda msg: None)
         self.store = Store.open(project.store_path)
+        self.pull_warnings: list[str] = []  # what the sources read but could not take as is
 
     def close(self) -> None:
         self.store.close()
@@ -170,11 +171,18 @@ class Runner:
             state = self.store.source_state(name)
             self.progress(f"pulling {name}")
             t0 = time.monotonic()
-            schema = src.schema()
-            result = src.pull(state)
+            try:
+                schema = src.schema()
+                result = src.pull(state)
+            except ConfigError as exc:  # the file changed since the mapping was checked
+                raise ConfigError([self.project.problem(p.path, p.message, p.fix)
+                                   for p in exc.problems]) from None
             n = self.store.write_pull(name, src.key, schema, result, self.now)
             log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
                      "full" if result.full else "incremental", time.monotonic() - t0)
+            for w in result.warnings:
+                log.warning("%s", w)
+            self.pull_warnings += result.warnings
 
     def evaluate(self, offline: bool = False) -> Evaluation:
         if not offline:
@@ -204,7 +212,8 @@ class Runner:
     def plan(self, *, offline: bool = False, only: list[str] | None = None) -> Result:
         with self.store.lock():
             ev = self.evaluate(offline)
-            res = Result(self.now, ev.segment_sizes(), warnings=list(ev.warnings))
+            res = Result(self.now, ev.segment_sizes(),
+                         warnings=[*self.pull_warnings, *ev.warnings])
             chosen = self.selected(only)
             count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
             for i in chosen:
@@ -242,7 +251,8 @@ class Runner:
             res = Result(self.now, run_id=run_id)
             try:
                 ev = self.evaluate(offline or plan_file is not None)
-                res.segments, res.warnings = ev.segment_sizes(), list(ev.warnings)
+                res.segments = ev.segment_sizes()
+                res.warnings = [*self.pull_warnings, *ev.warnings]
                 if not dry_run:
                     res.moves = self._record_segments(run_id, res.segments, ev)
                 chosen = self.selected(only)

@@ -19,13 +19,15 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from .. import connectors
 from .errors import CrmsyncError, Problem
-from .loader import Project, pydantic_problems
+from .loader import Project, model_keys, pydantic_problems
 from .model import (
     OPERATORS,
+    DestinationConfig,
     FieldCond,
     FieldType,
     RfmScore,
     SegmentRef,
+    SourceConfig,
     did_you_mean,
     is_duration,
     parse_duration,
@@ -44,8 +46,8 @@ OPS_BY_TYPE: dict[FieldType, tuple[str, ...]] = {
     FieldType.number: ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between",
                        "is_known", "top_percent", "bottom_percent"),
     FieldType.bool: ("eq", "ne", "is_known"),
-    FieldType.date: ("eq", "ne", "gt", "gte", "lt", "lte", "between", "before", "after",
-                     "within_last", "not_within_last", "within_next", "is_known",
+    FieldType.date: ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "before",
+                     "after", "within_last", "not_within_last", "within_next", "is_known",
                      "top_percent", "bottom_percent"),
     FieldType.multi: ("has_any", "has_all", "has_none", "is_known"),
 }
@@ -153,17 +155,21 @@ class _Checker:
                      "install the connector's extra to check its settings", "warning")
             return None
 
-    def options(self, cls: type, options: dict[str, Any], prefix: tuple) -> None:
+    def options(self, cls: type, options: dict[str, Any], prefix: tuple,
+                config: type[BaseModel]) -> None:
+        """The connector's own keys (its ``Options``), beside ``config``'s common fields: an
+        unknown key is matched against both."""
         model = getattr(cls, "Options", None)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return
         try:
             model.model_validate(options)
         except ValidationError as exc:
-            self.pydantic(exc, prefix, model)
+            self.pydantic(exc, prefix, model, model_keys(config))
 
-    def pydantic(self, exc: ValidationError, prefix: tuple, model: type[BaseModel]) -> None:
-        for pr in pydantic_problems(exc, prefix, model, str(self.p.path)):
+    def pydantic(self, exc: ValidationError, prefix: tuple, model: type[BaseModel],
+                 siblings: list[str] | tuple[str, ...] = ()) -> None:
+        for pr in pydantic_problems(exc, prefix, model, str(self.p.path), siblings):
             self.err(pr.path, pr.message, pr.fix)
 
     # ------------------------------------------------------------ sections
@@ -187,9 +193,17 @@ class _Checker:
             cls = self.connector("source", type_name, f"{path}.type" if src.type else
                                  f"{path}.connection")
             if cls is not None:
-                self.options(cls, src.options, ("sources", name))
+                self.options(cls, src.options, ("sources", name), SourceConfig)
             for ident, fld in src.identity.fields().items():
                 self.field_type(name, fld, f"{path}.identity.{ident}", "identity field")
+            columns = self.fields.get(name)
+            if src.connection is None and columns is not None:
+                for col in src.schema_:
+                    if col not in columns:  # a file's header is all its fields
+                        self.err(f"{path}.schema.{col}", f"column '{col}' of schema: is not "
+                                 f"in the file of source '{name}'",
+                                 did_you_mean(col, list(columns)) or "remove it, or add the "
+                                 "column to the file", "warning")
 
     def scores(self) -> None:
         for name, score in self.m.scores.items():
@@ -328,7 +342,7 @@ class _Checker:
             source = self.audience(d, path)
             cls = self.connector("destination", d.type, f"{path}.type")
             if cls is not None:
-                self.options(cls, d.options, ("destinations", i))
+                self.options(cls, d.options, ("destinations", i), DestinationConfig)
                 self.destination_connection(cls, d, path)
             elif d.connection is not None and d.connection not in self.m.connections:
                 self.unknown_name(f"{path}.connection", "connection", d.connection,
