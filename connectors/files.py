@@ -229,23 +229,59 @@ def _utf8(path: Path) -> bool:
 
 
 class JsonlSource(_FileSource):
-    """``type: jsonl``: one JSON object per line; lists become multi-select values."""
+    """``type: jsonl``: one JSON object per line; lists become multi-select values. A line
+    that is not a JSON object is not read, and is reported (counted, with its line number)."""
+
+    def _scan(self) -> str:
+        # DuckDB reads a malformed line as NULL (ignore_errors), never as the end of the file
+        return f"read_ndjson_objects({_sql_path(self.path)}, ignore_errors=true)"
 
     def read_columns(self) -> list[str]:
         """The first object's keys in order, then any other key in the file, sorted (the
         scan is DuckDB's: a large file is not parsed line by line in Python)."""
         import duckdb
 
-        with self.path.open(encoding="utf-8") as fh:
-            first = next((line for line in fh if line.strip()), "")
+        first: dict[str, Any] = {}
+        with self.path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        first = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(first, dict):
+                        break
+                    first = {}
         try:
             rest = duckdb.connect().execute(
-                f"SELECT DISTINCT unnest(json_keys(json)) AS k FROM "
-                f"read_ndjson_objects({_sql_path(self.path)}) ORDER BY k").fetchall()
-            keys = json.loads(first) if first else {}
-        except (duckdb.Error, ValueError) as exc:
-            raise CrmsyncError(f"{self.path}: not one JSON object per line ({exc})") from None
-        return list(dict.fromkeys([*keys, *(k for (k,) in rest)]))
+                f"SELECT DISTINCT unnest(json_keys(json)) AS k FROM {self._scan()} "
+                f"WHERE json_type(json) = 'OBJECT' ORDER BY k").fetchall()
+        except duckdb.Error as exc:
+            raise CrmsyncError(f"{self.path}: cannot read the file as JSON lines "
+                               f"({str(exc).splitlines()[0]})") from None
+        return list(dict.fromkeys([*first, *(k for (k,) in rest)]))
+
+    def _malformed(self) -> list[tuple[int, str]]:
+        """(line number, why) of each line that is not a JSON object: counted by DuckDB,
+        located in Python only when there are some."""
+        import duckdb
+
+        (n,) = duckdb.connect().execute(
+            f"SELECT count(*) FILTER (WHERE json IS NULL OR json_type(json) <> 'OBJECT') "
+            f"FROM {self._scan()}").fetchone()
+        bad: list[tuple[int, str]] = []
+        if n:
+            with self.path.open("rb") as fh:
+                for i, raw in enumerate(fh, 1):
+                    if raw.strip():
+                        try:
+                            obj = json.loads(raw)
+                        except ValueError:
+                            bad.append((i, "not valid JSON"))
+                            continue
+                        if not isinstance(obj, dict):
+                            bad.append((i, "not a JSON object"))
+        return bad
 
     def read(self) -> tuple[str, list[str]]:
         def col(c: str) -> str:
@@ -256,7 +292,9 @@ class JsonlSource(_FileSource):
                     f"ELSE json_extract_string(json, {p}) END AS {q(c)}")
 
         sel = ", ".join(col(c) for c in self.columns())
-        return f"SELECT {sel} FROM read_ndjson_objects({_sql_path(self.path)})", []
+        return (f"SELECT {sel} FROM {self._scan()} WHERE json_type(json) = 'OBJECT'",
+                malformed_warnings(f"source '{self.name}': {self.options.path}",
+                                   self._malformed()))
 
 
 # ---------------------------------------------------------------- malformed csv rows
@@ -282,19 +320,24 @@ class _Cleaned:
         return self.lines[max(i, 0)] if self.lines else 1
 
     def warnings(self, where: str) -> list[str]:
-        out = []
-        if self.bad:
-            bad = sorted(self.bad)
-            listed = "; ".join(f"line {n}: {why}" for n, why in bad[:_FIRST])
-            more = f"; and {len(bad) - _FIRST} more" if len(bad) > _FIRST else ""
-            out.append(f"{where}: {len(bad)} malformed row(s) not read ({listed}{more}); "
-                       "fix them in the file and the next run reads them")
+        out = malformed_warnings(where, self.bad)
         if self.padded:
             listed = ", ".join(map(str, self.padded[:_FIRST]))
             more = f" and {len(self.padded) - _FIRST} more" if len(self.padded) > _FIRST else ""
             out.append(f"{where}: {len(self.padded)} row(s) have fewer fields than the header "
                        f"(line {listed}{more}); their missing last fields were read as empty")
         return out
+
+
+def malformed_warnings(where: str, bad: list[tuple[int, str]]) -> list[str]:
+    """The warning for rows not read: how many, and the first few lines with the reason."""
+    if not bad:
+        return []
+    bad = sorted(bad)
+    listed = "; ".join(f"line {n}: {why}" for n, why in bad[:_FIRST])
+    more = f"; and {len(bad) - _FIRST} more" if len(bad) > _FIRST else ""
+    return [f"{where}: {len(bad)} malformed row(s) not read ({listed}{more}); "
+            "fix them in the file and the next run reads them"]
 
 
 def _lines(fh: BinaryIO) -> Iterator[bytes]:
