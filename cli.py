@@ -84,14 +84,14 @@ def _errors(log_format: LogFormatName = LogFormatName.human):
 
 
 def _runner(config: Path, as_of: str | None = None,
-            log_format: LogFormatName = LogFormatName.human, *, network: bool = True):
-    """A runner over the checked mapping; ``network=False`` (commands that read only the
-    store) needs no platform secret in the environment."""
+            log_format: LogFormatName = LogFormatName.human, *, pull: bool = True):
+    """A runner over the checked mapping; ``pull=False`` (commands that read only the
+    store) needs no platform secret in the environment, nor the source files."""
     from .sync.loader import load
     from .sync.runner import Runner
 
     setup_logging(log_format.value)
-    project = load(config, secrets=network)
+    project = load(config, pull=pull)
     progress = None
     if sys.stderr.isatty() and log_format is LogFormatName.human:
         from rich.console import Console
@@ -145,7 +145,7 @@ def plan(config: Config = DEFAULT, as_json: Json = False, as_of: AsOf = None,
          log_format: LogFormat = "human") -> None:
     """Pull, evaluate and show what a run would change. Writes only the local snapshot."""
     with _errors(log_format):
-        runner = _runner(config, as_of, log_format)
+        runner = _runner(config, as_of, log_format, pull=not offline)
         try:
             res = runner.plan(offline=offline, only=only)
             if output:
@@ -229,7 +229,7 @@ def history(config: Config = DEFAULT, as_json: Json = False,
     from .sync.store import Store
 
     with _errors():
-        store = Store.open(load(config, checked=False, secrets=False).store_path)
+        store = Store.open(load(config, checked=False, pull=False).store_path)
         try:
             runs = store.history(limit)
         finally:
@@ -261,7 +261,7 @@ def resync(name: Annotated[str, typer.Argument(help="Destination name.")],
     from .sync.runner import Runner
 
     with _errors():
-        runner = Runner(load(config, checked=False, secrets=False))
+        runner = Runner(load(config, checked=False, pull=False))
         try:
             n = runner.resync(name)
         finally:
@@ -278,7 +278,7 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
     from .sync.explain import render
 
     with _errors():
-        runner = _runner(config, as_of, network=not offline)
+        runner = _runner(config, as_of, pull=not offline)
         try:
             data = do_explain(runner, who, offline=offline)
         finally:
@@ -293,7 +293,7 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
     from .sync.explain import render_overlap, segment_report
 
     with _errors():
-        runner = _runner(config, as_of, network=not offline)
+        runner = _runner(config, as_of, pull=not offline)
         try:
             data = segment_report(runner, offline=offline)
         finally:
@@ -320,7 +320,7 @@ def report(config: Config = DEFAULT,
     from .sync.report import render
 
     with _errors():
-        runner = _runner(config, network=False)
+        runner = _runner(config, pull=False)
         try:
             data = segment_report(runner, offline=True)
             html = render(runner.store, data["segments"], data["_overlaps"],

@@ -16,9 +16,10 @@ from .model import FieldType, did_you_mean
 _Fields = dict[str, dict[str, FieldType | None]]
 
 
-def known_fields(project: Project) -> tuple[_Fields, list[Problem]]:
+def known_fields(project: Project, pull: bool = True) -> tuple[_Fields, list[Problem]]:
     """Per source, the fields known without network (files: their header typed by schema:),
-    and the problems found reading them (a file missing or unreadable, the key absent)."""
+    and the problems found reading them (a file missing or unreadable, the key absent).
+    ``pull=False``: a file that cannot be read is known by its stored snapshot, if any."""
     from .runner import make_source, utcnow
 
     out: _Fields = {}
@@ -33,7 +34,10 @@ def known_fields(project: Project) -> tuple[_Fields, list[Problem]]:
             try:
                 declared = src.declared_fields()
             except ConfigError as exc:  # the source's own findings, e.g. its file is missing
-                problems += [project.problem(p.path, p.message, p.fix) for p in exc.problems]
+                declared = None if pull else _stored_fields(project, name)
+                if declared is None:
+                    problems += [project.problem(p.path, p.message, p.fix)
+                                 for p in exc.problems]
             except (CrmsyncError, OSError) as exc:
                 problems.append(project.problem(f"sources.{name}", f"cannot read source "
                                                 f"'{name}': {exc}", "fix the file or its path"))
@@ -49,6 +53,23 @@ def known_fields(project: Project) -> tuple[_Fields, list[Problem]]:
     return out, problems
 
 
+def _stored_fields(project: Project, source: str) -> list[str] | None:
+    """The fields of the stored snapshot of ``source`` (None: no store or no snapshot)."""
+    from .store import Store
+
+    if not project.store_path.exists():
+        return None
+    try:
+        store = Store.open(project.store_path, read_only=True)
+    except Exception:  # e.g. a run holds the store
+        return None
+    try:
+        found = store.schema(source)
+    finally:
+        store.close()
+    return list(dict.fromkeys([found[0], *found[1]])) if found else None
+
+
 def _key_problem(project: Project, source: str, key: str, fields: list[str]) -> Problem:
     given = project.mapping.sources[source].key is not None
     listed = ", ".join(fields[:20]) + (", ..." if len(fields) > 20 else "")
@@ -60,17 +81,18 @@ def _key_problem(project: Project, source: str, key: str, fields: list[str]) -> 
                            + ("" if given else " (no key: given, so 'id' is expected)"), fix)
 
 
-def problems_of(project: Project) -> list[Problem]:
+def problems_of(project: Project, pull: bool = True) -> list[Problem]:
     """Every problem of a loaded mapping but lint: its sources' files, then semantics."""
     from . import validate
 
-    fields, found = known_fields(project)
+    fields, found = known_fields(project, pull)
     return found + validate.check(project, fields)
 
 
-def require_valid(project: Project) -> None:
-    """Raise ``ConfigError`` with every error ``validate`` would report (warnings pass)."""
-    errors = [p for p in problems_of(project) if p.severity == "error"]
+def require_valid(project: Project, pull: bool = True) -> None:
+    """Raise ``ConfigError`` with every error ``validate`` would report (warnings pass);
+    ``pull=False``: as ``known_fields``."""
+    errors = [p for p in problems_of(project, pull) if p.severity == "error"]
     if errors:
         raise ConfigError(errors)
 

@@ -259,12 +259,13 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
 
 
 def load(path: str | Path, env: dict[str, str] | None = None, *, checked: bool = True,
-         secrets: bool = True) -> Project:
+         pull: bool = True) -> Project:
     """Load a mapping file and check its shape; then, unless ``checked=False``, every error
     ``crmsync validate`` would report (``sync.checks``: semantics and the local files, no
     network), so no command pulls or pushes on a mapping that validate rejects.
-    ``secrets=False``: for commands that call no platform, environment variables that are not
-    set read as empty instead of failing."""
+    ``pull=False``, for commands that read only the store (``--offline``, ``history``...):
+    environment variables that are not set read as empty, and a source file that is gone is
+    known by the fields of its stored snapshot."""
     path = Path(path)
     file = str(path)
     try:
@@ -294,7 +295,7 @@ def load(path: str | Path, env: dict[str, str] | None = None, *, checked: bool =
     _line_map(node, (), lines, problems, file)
     environment = {**_dotenv(path.parent), **(os.environ if env is None else env)}
     used: dict[str, str] = {}
-    data = _interpolate(data, (), environment, used, problems if secrets else None)
+    data = _interpolate(data, (), environment, used, problems if pull else None)
     project = Project(Mapping.model_construct(), path, lines, {}, used)
 
     def located(ps: list[Problem]) -> list[Problem]:
@@ -323,5 +324,5 @@ def load(path: str | Path, env: dict[str, str] | None = None, *, checked: bool =
     if checked:
         from .checks import require_valid
 
-        require_valid(project)
+        require_valid(project, pull)
     return project

@@ -379,3 +379,19 @@ def test_conditions_may_name_the_key_field(cli, tmp_path):
     plan = cli.json("plan", "-c", m)
     assert plan["segments"]["some"]["matched"] == 2
     assert plan["segments"]["all_known"]["matched"] == 10
+
+
+def test_offline_commands_need_neither_the_source_file_nor_secrets(cli, tmp_path):
+    m = setup(tmp_path)
+    mp = yaml.safe_load(m.read_text())
+    mp["alerts"] = [{"url": "${HOOK_URL}", "on": ["failure"]}]  # a secret nobody set
+    write_mapping(m, mp)
+    env = {"HOOK_URL": "http://127.0.0.1:9/hook"}
+    assert cli("run", "-c", m, env=env).exit_code == 0
+    (tmp_path / "contacts.csv").unlink()
+    res = cli("plan", "-c", m, env=env)  # a pull needs the file: exit 2, named
+    assert res.exit_code == 2 and "contacts.csv not found" in res.stderr
+    for args in (["plan", "--offline"], ["explain", "k0001"], ["segments"], ["history"]):
+        res = cli(*args, "-c", m)
+        assert res.exit_code == 0, (args, res.stderr)
+    assert cli("explain", "k0001", "-c", m, "--pull").exit_code == 2
