@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -96,6 +96,9 @@ class Pull:
     sentence naming the source (e.g. a file's malformed rows, counted, with line numbers;
     never a value, which may be an email). The core logs them and lists them with the
     plan's and the run's warnings.
+
+    ``fallback``: the pull to take instead when the store cannot read ``sql`` (a file read
+    strictly first, for speed, that turns out to hold malformed rows).
     """
 
     full: bool
@@ -104,6 +107,7 @@ class Pull:
     deleted: Iterable[str] = ()
     cursor: Any = None
     warnings: list[str] = field(default_factory=list)
+    fallback: Callable[[], Pull] | None = None
 
 
 class Source(ABC):

@@ -134,6 +134,10 @@ class _FileSource(Source):
         if self.key not in self.columns():  # `load` checks this; the file changed since
             raise self.problem("key", f"{self.options.path} has no column '{self.key}' "
                                "(the source's key)", "set key: to a column of the file")
+        return self.full_pull(fp)
+
+    def full_pull(self, fp: dict[str, Any]) -> Pull:
+        """The whole file (``read``), with the file's fingerprint as the cursor."""
         sql, warnings = self.read()
         return Pull(full=True, sql=sql, cursor={**fp, "warnings": warnings} if warnings
                     else fp, warnings=warnings)
@@ -148,10 +152,11 @@ class CsvSource(_FileSource):
     """``type: csv`` with ``path:``, ``key:`` and ``schema:`` (columns not listed are strings).
 
     RFC 4180 quoting; DuckDB reads the file with the dialect given, no sniffing. A row that is
-    not well-formed is never silently dropped, and never takes the rows after it along: when
-    DuckDB rejects any record, the file is scanned line by line (``_clean_copy``) into a copy
-    without the malformed rows (and with short rows padded), which is then read instead, and
-    the pull's warnings name those lines. A clean file costs one extra scan in DuckDB."""
+    not well-formed is never silently dropped, and never takes the rows after it along: the
+    store first reads the file strictly, and when DuckDB rejects any record there, the pull's
+    ``fallback`` (``read``) scans the file line by line (``_clean_copy``) into a copy without
+    the malformed rows (and with short rows padded), which is then read instead, and the
+    pull's warnings name those lines. A clean file is read once."""
 
     _tmp: tempfile.TemporaryDirectory | None = None  # the cleaned copy, kept for the read
 
@@ -191,6 +196,13 @@ class CsvSource(_FileSource):
                                "FROM reject_errors ORDER BY 1").fetchall()
         finally:
             con.close()
+
+    def full_pull(self, fp: dict[str, Any]) -> Pull:
+        if not _utf8(self.path):
+            return super().full_pull(fp)
+        strict = f"SELECT * FROM {self._read_csv(self.path, 'ignore_errors=false')}"
+        return Pull(full=True, sql=strict, cursor=fp,
+                    fallback=lambda: super(CsvSource, self).full_pull(fp))
 
     def read(self) -> tuple[str, list[str]]:
         import duckdb

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from pydantic import BaseModel, ValidationError
 
 from .. import connectors
@@ -177,7 +178,13 @@ class Runner:
             except ConfigError as exc:  # the file changed since the mapping was checked
                 raise ConfigError([self.project.problem(p.path, p.message, p.fix)
                                    for p in exc.problems]) from None
-            n = self.store.write_pull(name, src.key, schema, result, self.now)
+            try:
+                n = self.store.write_pull(name, src.key, schema, result, self.now)
+            except duckdb.Error:
+                if result.fallback is None:
+                    raise
+                result = result.fallback()  # e.g. a file with malformed rows: read with care
+                n = self.store.write_pull(name, src.key, schema, result, self.now)
             log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
                      "full" if result.full else "incremental", time.monotonic() - t0)
             for w in result.warnings:

@@ -67,11 +67,19 @@ def source(path: Path, key: str = "id", **options) -> CsvSource:
 
 
 def read(src: CsvSource, state: SourceState | None = None):
-    """The pull and the keys its SQL yields (the SQL may read a cleaned copy of the file
-    that lives as long as ``src``, as it does in a run)."""
+    """The pull the store takes and the keys its SQL yields, as a run does: the strict read
+    first, its ``fallback`` when DuckDB refuses it (the SQL may then read a cleaned copy of
+    the file that lives as long as ``src``)."""
     pull = src.pull(state or SourceState())
-    keys = [r[0] for r in duckdb.sql(pull.sql).fetchall()] if pull.sql else []
-    return pull, keys
+    if not pull.sql:
+        return pull, []
+    try:
+        rows = duckdb.sql(pull.sql).fetchall()
+    except duckdb.Error:
+        assert pull.fallback is not None
+        pull = pull.fallback()
+        rows = duckdb.sql(pull.sql).fetchall()
+    return pull, [r[0] for r in rows]
 
 
 # ---------------------------------------------------------------- 1. unusable files and keys
@@ -312,3 +320,17 @@ def test_unquoted_impossible_date_names_its_path(cli, tmp_path, date):
         line = text.splitlines().index(f"        after: {quoted}") + 1
         refused(cli, tmp_path, m, f"m.yaml:{line}: segments.customers.where.all[0].after: ",
                 f"bad date '{date}' for 'after'")
+
+
+def test_a_clean_file_is_read_once_strictly_and_a_dirty_one_falls_back(tmp_path):
+    write_csv(tmp_path / "c.csv", HEADER, rows(50))
+    pull = source(tmp_path / "c.csv").pull(SourceState())
+    assert str(tmp_path / "c.csv") in pull.sql and pull.fallback and not pull.warnings
+    assert len(duckdb.sql(pull.sql).fetchall()) == 50
+    dirty_file(tmp_path / "d.csv", 1200)
+    pull = source(tmp_path / "d.csv").pull(SourceState())
+    with pytest.raises(duckdb.Error):  # the strict read refuses it ...
+        duckdb.sql(pull.sql).fetchall()
+    careful = pull.fallback()  # ... and the careful one reads it
+    assert "malformed row(s) not read" in careful.warnings[0]
+    assert careful.cursor["warnings"] == careful.warnings
