@@ -76,6 +76,8 @@ def _errors(log_format: LogFormatName = LogFormatName.human):
     except CrmsyncError as exc:
         say(str(exc))
         raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, typer.Abort):
+        raise  # the command's own exit code
     except Exception:
         if log_format is not LogFormatName.json:
             raise  # the traceback, for a bug report

@@ -172,6 +172,13 @@ def test_log_format_json_also_carries_errors(cli, tmp_path):
     assert lines and all(x["level"] == "error" for x in lines)
     assert "eq_" in lines[0]["msg"]
     assert cli("run", "-c", m, "--log-format", "xml").exit_code == 2
+    # a command's own exit code is kept under json logs (here: the safeguard, 3)
+    mp = mapping(tmp_path, max_remove_fraction=0.25)
+    g = write_mapping(tmp_path / "g.yaml", mp)
+    cli("run", "-c", g)
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(40, stage=lambda i: "lead"))
+    res = cli("run", "-c", g, "--log-format", "json")
+    assert res.exit_code == 3 and "unexpected error" not in res.stderr
 
 
 def test_unchanged_file_is_not_pulled_again_but_a_same_size_rewrite_is(cli, tmp_path):
