@@ -119,7 +119,6 @@ class SalesforceClient:
         self.org = _ORGS.setdefault(
             (self.login_base, conn.username, conn.client_id, conn.api_version), _Org())
         self.last_headers: dict[str, str] = {}
-        self.attempts = 0  # attempts of the last call (>1: an earlier one may have applied)
         self.session = self._http_session()
 
     # ------------------------------------------------------------ HTTP
@@ -533,7 +532,6 @@ class CampaignDestination(_SalesforceDestination):
             self._resolve()
             results = self._insert(changes)
         out = BatchResult()
-        retried = self.client.attempts > 1  # an earlier attempt may have inserted rows
         for change, res in zip(changes, results, strict=True):
             if res.get("success"):
                 out.done[change.key] = res["id"]  # kept in the ledger for the removal
@@ -541,8 +539,7 @@ class CampaignDestination(_SalesforceDestination):
             code, reason = row_errors(res)
             if code == "DUPLICATE_VALUE":  # "Already a campaign member."
                 out.done[change.key] = None  # its Id is looked up if it is ever removed
-                if not retried:
-                    out.preexisting.add(change.key)
+                out.preexisting.add(change.key)  # (after a retry, the core knows better)
             else:
                 out.rejected[change.key] = reason
         return out

@@ -272,8 +272,15 @@ class DestinationSync:
                 # ledger is written from the store's own rows, not from Python lists
                 rng = Batch(f"FROM {plan.diff(self.con)} WHERE op = ? AND key BETWEEN ? AND ?",
                             [op.value, batch[0][0], batch[-1][0]], batch)
+                unacked = self.unacked(op, rng)
+                retries = self.dest.ctx.meter.retries
                 self.intend(op, rng, now)
                 result = self.dest.write(op, changes)
+                if result.preexisting:
+                    # "already a member" after a try whose answer was lost (a retry in this
+                    # run, or a run that crashed after sending): crmsync's own add, most likely
+                    retried = self.dest.ctx.meter.retries > retries
+                    result.preexisting -= set(result.preexisting) if retried else unacked
                 self.checkpoint(op, rng, result, now)
                 n_done = len(result.done)
                 out[{"add": "adds", "remove": "removes", "update": "updates"}[op.value]] += n_done
@@ -287,6 +294,14 @@ class DestinationSync:
             f"NOT IN (SELECT key FROM ({self.desired_sql}))", [name])
         out["rejects"] = rejects
         return out
+
+    def unacked(self, op: Op, b: Batch) -> set[str]:
+        """Keys of an add batch that an earlier run sent without seeing the answer."""
+        if op is not Op.ADD:
+            return set()
+        return {k for (k,) in self.ev.store.con.execute(
+            f"SELECT key FROM ledger WHERE dest = ? AND state = 'pending' AND key IN "
+            f"(SELECT key {b.rows})", [self.cfg.name, *b.params]).fetchall()}
 
     def intend(self, op: Op, b: Batch, now: datetime) -> None:
         """Write-ahead: mark a batch as in flight before sending it, so that a crash between

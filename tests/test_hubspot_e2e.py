@@ -4,8 +4,11 @@ destinations; new, updated, deleted and merged contacts; exact call counts; faul
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
+
+from crmsync.sync.store import Store
 
 from conftest import write_mapping
 
@@ -181,3 +184,47 @@ def test_more_than_10000_changes_with_equal_timestamps(cli, tmp_path, fake):
     assert sum("add-and-remove" in p for _, p in calls) == math.ceil(10_450 / 10_000)
     assert sum("batch/update" in p for _, p in calls) == math.ceil(10_450 / 100)
     assert fake.throttled == 0
+
+
+class LateAnswer(FakeHubSpot):
+    """Applies an add-and-remove, then answers too late once (the client times out and
+    retries: the retry finds the contacts already in the list)."""
+
+    stall = 0.0
+
+    def add_and_remove(self, req):
+        resp = super().add_and_remove(req)
+        if self.stall:
+            stall, self.stall = self.stall, 0.0
+            time.sleep(stall)
+        return resp
+
+    add_and_remove._route = FakeHubSpot.add_and_remove._route
+
+
+@pytest.mark.parametrize("lost", ["answer", "crash"])
+def test_an_add_whose_answer_was_lost_is_crmsyncs_own(cli, tmp_path, lost):
+    with LateAnswer(token=TOKEN, rate_limit=1000, search_rate=100) as fake:
+        fake.define_property("lifecyclestage", "enumeration", "select", ["lead", "customer"])
+        fake.define_property("num_employees", "number", "number")
+        ids = [fake.add_contact({"email": f"u{i}@x.example", "lifecyclestage": "customer"})
+               for i in range(4)]
+        m = setup(tmp_path, fake, timeout=0.5)
+        if lost == "answer":
+            fake.stall = 1.5
+        first = cli.json("run", "-c", m, env=ENV)["destinations"]["customers-list"]
+        assert fake.members(LIST) == set(ids)
+        if lost == "answer":
+            assert first["retries"] >= 1
+        else:  # the run died after HubSpot applied the adds, before their checkpoint
+            store = Store.open(tmp_path / ".crmsync/state.duckdb")
+            store.con.execute("UPDATE ledger SET state = 'pending' "
+                              "WHERE dest = 'customers-list'")
+            store.close()
+            again = cli.json("run", "-c", m, env=ENV)["destinations"]["customers-list"]
+            assert again["adds"] == 4  # sent again: HubSpot says they are already there
+        fake.tick(60_000)
+        for i in ids:
+            fake.update_contact(i, {"lifecyclestage": "lead"})
+        gone = cli.json("run", "-c", m, "--force", env=ENV)["destinations"]["customers-list"]
+        assert gone["removes"] == 4 and fake.members(LIST) == set()
