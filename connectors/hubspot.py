@@ -444,11 +444,13 @@ class HubSpotListDestination(_HubSpotDestination):
             res = self.client.call(api.add_and_remove, self.list_id,
                                    membership_change_request=body)
         except Exception as exc:
-            if self.client.classify(exc).action is not Action.REJECT:
+            outcome = self.client.classify(exc)
+            if outcome.action is not Action.REJECT:
                 raise
-            reason = self.client.classify(exc).reason
-            result.rejected.update({k: reason for k in ids})
-            return
+            # HubSpot names unknown records inside a 200 (recordIdsMissing): a refused call
+            # is a request problem, not its rows' (they are sent again on the next run)
+            raise DestinationStopped(f"HubSpot refused a membership change of list "
+                                     f"{self.list_id}: {outcome.reason}") from None
         missing = set(map(str, res.record_ids_missing or []))
         added = set(map(str, res.records_ids_added or []))
         for k in ids:

@@ -351,9 +351,10 @@ class CustomAudienceDestination(Destination):
             result.deferred.update(dict.fromkeys(keys, reason))
             log.warning("%s: %d removals deferred (audience minimum size)", self.name, len(keys))
             return
-        reason = self._classify(exc).reason
-        result.rejected.update(dict.fromkeys(keys, reason))
-        log.warning("%s: %d rows rejected: %s", self.name, len(keys), reason)
+        # Meta counts invalid rows inside a success (num_invalid_entries): a refused call is
+        # a request problem, not its rows' (they are sent again on the next run)
+        raise DestinationStopped(f"Meta refused a request to audience "
+                                 f"'{self.options.audience}': {self._classify(exc).reason}")
 
     def readback(self) -> dict[str, Any] | None:
         """The audience's own reported size range (Meta updates it within 24 h). Only after a

@@ -20,6 +20,7 @@ import duckdb
 
 from ..connectors.base import Pull, SourceState
 from .errors import LockHeld
+from .logs import redact
 from .model import FieldType
 from .values import q
 
@@ -312,6 +313,8 @@ class Store:
                 "rejected", "deferred", "unchanged", "calls", "retries", "duration_s", "message",
                 "readback", "no_identifier"]
         vals = [run_id, *(row.get(c) for c in cols[1:])]
+        if vals[14]:  # a platform's error text may quote a value
+            vals[14] = redact(vals[14])
         if vals[15] is not None:
             vals[15] = json.dumps(vals[15])
         self.con.execute(f"INSERT INTO run_destinations ({', '.join(cols)}) "
@@ -320,7 +323,7 @@ class Store:
         if rejects:
             keys, reasons = zip(*rejects, strict=True)
             self.con.execute("INSERT INTO rejects SELECT ?, ?, unnest(?), unnest(?)",
-                             [run_id, row["dest"], list(keys), list(reasons)])
+                             [run_id, row["dest"], list(keys), [redact(r) for r in reasons]])
 
     def last_readback(self, dest: str) -> dict[str, Any] | None:
         """The platform's own figures (size, match rate) from the last run that had them."""

@@ -3,6 +3,7 @@ destinations; new, updated, deleted and merged contacts; exact call counts; faul
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -228,3 +229,20 @@ def test_an_add_whose_answer_was_lost_is_crmsyncs_own(cli, tmp_path, lost):
             fake.update_contact(i, {"lifecyclestage": "lead"})
         gone = cli.json("run", "-c", m, "--force", env=ENV)["destinations"]["customers-list"]
         assert gone["removes"] == 4 and fake.members(LIST) == set()
+
+
+def test_a_refused_request_stops_the_list_is_resent_and_quotes_no_email(cli, tmp_path, fake):
+    ids = [fake.add_contact({"email": f"u{i}@x.example", "lifecyclestage": "customer"})
+           for i in range(3)]
+    m = setup(tmp_path, fake)
+    fake.fail_next(1, status=400, path="add-and-remove", body={
+        "status": "error", "category": "VALIDATION_ERROR",
+        "message": "bad value u1@x.example"})
+    res = cli("run", "-c", m, "--json", env=ENV)
+    assert res.exit_code == 1
+    d = json.loads(res.stdout)["destinations"]["customers-list"]
+    assert d["status"] == "failed" and "VALIDATION_ERROR" in d["message"]
+    history = cli("history", "-c", m, "--json").stdout
+    assert "u1@x.example" not in res.stdout + res.stderr + history
+    assert cli.json("run", "-c", m, env=ENV)["exit_code"] == 0  # sent again, not rejected
+    assert fake.members(LIST) == set(ids)

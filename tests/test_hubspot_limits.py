@@ -109,14 +109,16 @@ def test_dropped_connection_and_timeout_are_retried(fake, tmp_path):
     assert d.ctx.meter.calls == len(fake.requests)  # no silent urllib3 retry of the PUT
 
 
-def test_400_rejects_the_rows_of_the_call(fake, tmp_path):
+def test_a_refused_call_stops_the_destination_and_rejects_no_row(fake, tmp_path):
     ids = [fake.add_contact() for _ in range(2)]
     d = opened(fake, tmp_path)
-    fake.fail_next(1, status=400, body={"status": "error", "message": "bad ids",
+    fake.fail_next(1, status=400, body={"status": "error", "message": "bad request",
                                         "category": "VALIDATION_ERROR"}, path="add-and-remove")
-    res = d.write(Op.ADD, [Change(k) for k in ids])
-    assert set(res.rejected) == set(ids) and "VALIDATION_ERROR" in res.rejected[ids[0]]
-    assert d.ctx.meter.retries == 0
+    with pytest.raises(DestinationStopped, match="VALIDATION_ERROR"):
+        d.write(Op.ADD, [Change(k) for k in ids])
+    assert d.ctx.meter.retries == 0 and fake.members(d.options.list) == set()
+    res = d.write(Op.ADD, [Change(k) for k in ids])  # the next try sends them
+    assert set(res.done) == set(ids) and not res.rejected
 
 
 def test_client_limiter_keeps_a_normal_run_free_of_429(tmp_path):

@@ -326,13 +326,15 @@ def test_removal_below_minimum_size_is_deferred(fake):
     assert len(fake.by_name("Champions (crmsync)").members) == 2
 
 
-def test_a_rejected_call_rejects_its_rows_with_the_reason(fake):
+def test_a_refused_call_stops_the_destination_and_rejects_no_row(fake):
     dest = make(fake)
     dest.open({})
-    fake.fail_next(1, status=400, body={"error": {"message": "(#100) Invalid schema",
+    fake.fail_next(1, status=400, body={"error": {"message": "(#100) Invalid parameter",
                                                   "code": 100}}, path=r"/users$")
-    res = dest.write(Op.ADD, adds(dest, ["c1"]))
-    assert res.rejected == {"c1": "Meta error 100: (#100) Invalid schema"}
+    with pytest.raises(DestinationStopped, match=r"\(#100\) Invalid parameter"):
+        dest.write(Op.ADD, adds(dest, ["c1"]))
+    res = dest.write(Op.ADD, adds(dest, ["c1"]))  # the next try sends it
+    assert set(res.done) == {"c1"} and not res.rejected
 
 
 def test_stored_rows_of_another_schema_are_rejected_not_sent(fake):
@@ -363,8 +365,10 @@ def test_no_raw_email_phone_or_token_in_logs(fake, caplog):
     fake.by_name("Champions (crmsync)").min_size = 5
     dest.write(Op.REMOVE, [Change(c.key, previous=c.value) for c in changes])
     fake.fail_next(1, status=400, body={"error": {"message": "bad", "code": 100}}, path="/users")
-    dest.write(Op.ADD, changes)
+    with pytest.raises(DestinationStopped) as stopped:
+        dest.write(Op.ADD, changes)
     dest.readback()
+    caplog.records.append(logging.makeLogRecord({"msg": str(stopped.value)}))
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert caplog.records  # something was logged
     for needle in [*RAW_PII, "EAAsecret-token"]:
