@@ -46,7 +46,7 @@ class FileOptions(BaseModel):
 class _FileSource(Source):
     """A file that is the whole population. A pull whose file has not changed since the
     last one (same size, modification and change times, inode, key and options: rsync's quick
-    check) changes nothing, and repeats the warnings of the pull that read it."""
+    check) changes nothing (and the store repeats the warnings of the pull that read it)."""
 
     Options = FileOptions
 
@@ -127,10 +127,8 @@ class _FileSource(Source):
 
     def pull(self, state: SourceState) -> Pull:
         fp = self.fingerprint()
-        last = dict(state.cursor) if isinstance(state.cursor, dict) else {}
-        warnings = last.pop("warnings", [])
-        if state.rows and last == fp:  # unchanged: nothing to upsert or delete
-            return Pull(full=False, cursor=state.cursor, warnings=list(warnings))
+        if state.rows and state.cursor == fp:  # unchanged: nothing to upsert or delete
+            return Pull(full=False, cursor=fp)
         if self.key not in self.columns():  # `load` checks this; the file changed since
             raise self.problem("key", f"{self.options.path} has no column '{self.key}' "
                                "(the source's key)", "set key: to a column of the file")
@@ -139,8 +137,7 @@ class _FileSource(Source):
     def full_pull(self, fp: dict[str, Any]) -> Pull:
         """The whole file (``read``), with the file's fingerprint as the cursor."""
         sql, warnings = self.read()
-        return Pull(full=True, sql=sql, cursor={**fp, "warnings": warnings} if warnings
-                    else fp, warnings=warnings)
+        return Pull(full=True, sql=sql, cursor=fp, warnings=warnings)
 
     @abstractmethod
     def read(self) -> tuple[str, list[str]]:

@@ -4,8 +4,8 @@ suppressions, consent — all as DuckDB SQL, never a Python loop per contact.
 ``Evaluation.build`` creates, per source, temp views over one materialised table:
 
 * ``scored_<source>``: the snapshot typed by SPEC's rules, with the scores (computed on read);
-* ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier and consent
-  fields, and boolean columns ``w:<segment>`` (raw where), ``m:<segment>`` (member after its
+* ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier columns
+  (``Evaluation.id_column``), the consent fields, and boolean columns ``w:<segment>`` (raw where), ``m:<segment>`` (member after its
   exclusive group), ``h:<segment>`` (held out), ``s:<suppression>`` and ``u:<field>`` (a
   value present but unparseable);
 * ``full_<source>`` (``Evaluation.view``): every typed field and score beside the flags.
@@ -33,7 +33,7 @@ from .rules import (
     weighted_sql,
 )
 from .store import Store, snap
-from .values import lit, q, typed_sql
+from .values import identifier_sql, lit, q, strip_sql, typed_sql
 
 
 def holdout_sql(segment: str, percent: float) -> str:
@@ -52,6 +52,7 @@ class Evaluation:
     unknown_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     thresholds: dict[tuple[str, str, str, float], Any] = field(default_factory=dict)
     dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
+    id_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> field -> col
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -74,9 +75,14 @@ class Evaluation:
                 if cond is not None and self.project.source_of(kind, name) == source:
                     yield from (n for n in walk(cond) if isinstance(n, FieldCond))
 
+    def id_column(self, source: str, fld: str) -> str:
+        """The column holding identifier field ``fld`` as text for destinations,
+        ``t:<field>`` (see ``values.identifier_sql``)."""
+        return self.id_columns.get(source, {}).get(fld, fld)
+
     def _carried(self, source: str) -> list[str]:
         m = self.project.mapping
-        fields = list(m.sources[source].identity.fields().values())
+        fields = [self.id_column(source, f) for f in m.sources[source].identity.fields().values()]
         for d in m.destinations:
             if d.consent and self.project.source_of(
                     "segments", self.project.segments_of(d)[0]) == source:
@@ -108,9 +114,14 @@ class Evaluation:
         typed = [f"{typed_sql(raw[f], t)} AS {q(f)}" for f, t in schema.items()]
         if key_field not in schema:
             typed.append(f"_key AS {q(key_field)}")
-        checks = [f for f, t in schema.items() if f != key_field
-                  and t not in (FieldType.string, FieldType.enumeration)]
-        typed += [f"(trim({raw[f]}) <> '' AND {typed_sql(raw[f], schema[f])} IS NULL) "
+        # identifiers go to destinations as the source wrote them, not as their typed value
+        # (a zip typed number stays "02134"); the ad platforms' encoders normalise them
+        texts = {f: "t:" + f for f in m.sources[source].identity.fields().values() if f in schema}
+        self.id_columns[source] = texts
+        typed += [f"{identifier_sql(raw[f], schema[f])} AS {q(c)}" for f, c in texts.items()]
+        checks = [f for f, t in schema.items() if f != key_field and t not in (
+            FieldType.string, FieldType.enumeration, FieldType.multi)]  # any text is a multi
+        typed += [f"({strip_sql(raw[f])} <> '' AND {typed_sql(raw[f], schema[f])} IS NULL) "
                   f"AS {q('u:' + f)}" for f in checks]
         view = f"(SELECT _key, {', '.join(typed)} FROM {snap(source)})"
         # scores, as two layers of expressions over the typed fields
@@ -162,7 +173,8 @@ class Evaluation:
         # unparseable-value flags and the segment flags that are not constant or copies
         # (m: differs from w: only in an exclusive group, h: is FALSE without a holdout);
         # the view eval_<source> adds those as aliases
-        carried = [q(f) for f in self._carried(source) if f in fields and f != "_key"]
+        carried = [q(f) for f in self._carried(source)
+                   if (f in fields or f in texts.values()) and f != "_key"]
         stored = ["_key", *carried, *(q("u:" + f) for f in checks),
                   *(e.rsplit(" AS ", 1)[1] for e in exprs)]
         aliases = []
@@ -232,7 +244,7 @@ class Evaluation:
             parts.append(compiler.compile(cond))
         if sup.file:
             path = self.project.resolve(sup.file)
-            entries = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+            entries = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()
                        if ln.strip() and not ln.lstrip().startswith("#")]
             if entries and entries[0].lower() in ("email", "key", "id", "email,key"):
                 entries = entries[1:]

@@ -9,7 +9,7 @@ from . import lint
 from .errors import CrmsyncError
 from .model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
 from .push import Candidates
-from .values import lit, q
+from .values import lit, parse_bool, q
 
 
 def _describe(cond: Condition) -> str:
@@ -89,8 +89,9 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
         sups = [n for n, c in project.mapping.suppressions.items()
                 if project.source_of("suppressions", n) == source
                 and (c.scope is None or d.name in c.scope) and value_of(q("s:" + n))]
-        consent = bool(value_of(q(d.consent))) if d.consent else True
-        missing = [i for i in d.identifiers if i not in ident or value_of(q(ident[i])) is None]
+        consent = parse_bool(value_of(q(d.consent))) is True if d.consent else True  # as push
+        missing = [i for i in d.identifiers if i not in ident
+                   or value_of(q(ev.id_column(source, ident[i]))) is None]
         reasons = []
         if not in_seg:
             reasons.append("not a member" + (" (held out)" if any(

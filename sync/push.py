@@ -110,7 +110,8 @@ class Candidates:
         else:
             consent = "TRUE"
         ident = m.sources[source].identity.fields()
-        id_cols = {name: f"CAST({q(fld)} AS VARCHAR)" for name, fld in ident.items()}
+        id_cols = {name: f"CAST({q(ev.id_column(source, fld))} AS VARCHAR)"
+                   for name, fld in ident.items()}
         wanted = [i for i in cfg.identifiers if i in id_cols]
         has_id = (" OR ".join(f"{id_cols[i]} IS NOT NULL" for i in wanted) or "FALSE") \
             if cfg.identifiers else "TRUE"

@@ -180,17 +180,17 @@ class Runner:
                 raise ConfigError([self.project.problem(p.path, p.message, p.fix)
                                    for p in exc.problems]) from None
             try:
-                n = self.store.write_pull(name, src.key, schema, result, self.now)
+                n, warnings = self.store.write_pull(name, src.key, schema, result, self.now)
             except duckdb.Error:
                 if result.fallback is None:
                     raise
                 result = result.fallback()  # e.g. a file with malformed rows: read with care
-                n = self.store.write_pull(name, src.key, schema, result, self.now)
+                n, warnings = self.store.write_pull(name, src.key, schema, result, self.now)
             log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
                      "full" if result.full else "incremental", time.monotonic() - t0)
-            for w in result.warnings:
+            for w in warnings:
                 log.warning("%s", w)
-            self.pull_warnings += result.warnings
+            self.pull_warnings += warnings
 
     def evaluate(self, offline: bool = False) -> Evaluation:
         if not offline:

@@ -22,7 +22,7 @@ from ..connectors.base import Pull, SourceState
 from .errors import LockHeld
 from .logs import redact
 from .model import FieldType
-from .values import q
+from .values import q, strip_sql
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_core", """
@@ -53,7 +53,12 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("003_no_identifier", """
     ALTER TABLE run_destinations ADD COLUMN no_identifier BIGINT;
     """),
+    ("004_source_warnings", """
+    ALTER TABLE sources ADD COLUMN warnings JSON;
+    """),
 ]
+#: keys quoted in a warning about missing or repeated keys (the rest are counted)
+KEY_SAMPLE = 5
 
 REJECT_SAMPLE = 5  # contact keys shown per reject reason in history
 
@@ -191,9 +196,15 @@ class Store:
         return int(self.con.execute("SELECT coalesce(sum(version), 0) FROM sources").fetchone()[0])
 
     def write_pull(self, source: str, key_field: str, schema: dict[str, FieldType], pull: Pull,
-                   now: datetime) -> int:
-        """Commit one pull to the snapshot (and its cursor, in the same transaction)."""
+                   now: datetime) -> tuple[int, list[str]]:
+        """Commit one pull to the snapshot (and its cursor, in the same transaction).
+
+        Returns the contacts written and the snapshot's warnings: the pull's own and, for a
+        full pull, rows without a key or repeating one (a key is trimmed like any value;
+        the first row of a repeated key is kept). A pull that changed nothing repeats the
+        warnings of the one that made the snapshot."""
         fields = [f for f in schema if f != key_field]
+        warnings = list(pull.warnings)
         with tempfile.TemporaryDirectory() as tmp:
             if pull.sql is not None:
                 src = f"({pull.sql})"
@@ -204,45 +215,68 @@ class Store:
                 src = f"read_json({_lit(str(path))}, format='newline_delimited', columns={{{cols}}})"
             with self.transaction() as con:
                 table = snap(source)
-                select = ", ".join([f"CAST({q(key_field)} AS VARCHAR)",
+                select = ", ".join([strip_sql(f"CAST({q(key_field)} AS VARCHAR)"),
                                     *(f"CAST({q(f)} AS VARCHAR)" for f in fields)])
                 names = ", ".join(["_key", *(q(f) for f in fields)])
-                rows = (f"SELECT * FROM (SELECT {select} FROM {src}) "
-                        f"AS t({names}) WHERE _key IS NOT NULL AND trim(_key) <> ''")
+                rows = f"SELECT * FROM (SELECT {select} FROM {src}) AS t({names})"
                 deleted = list(pull.deleted)
                 if pull.full:  # the whole population: replace the table in one pass
-                    n = self._replace(table, rows)
+                    n, problems = self._replace(table, rows)
+                    warnings += [f"source '{source}': {w}" for w in problems]
                 else:
-                    self._upsert(source, fields, f"SELECT DISTINCT ON (_key) * FROM ({rows})",
-                                 names, deleted)
+                    self._upsert(source, fields, f"SELECT DISTINCT ON (_key) * FROM ({rows}) "
+                                 "WHERE _key <> ''", names, deleted)
                     n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
                 old = {} if pull.full else (self.schema(source) or (None, {}))[1]
                 all_schema = {**old, **schema}
                 # the version moves only when the snapshot did (a plan file stays valid
                 # across pulls that found nothing new)
                 changed = pull.full or n > 0 or bool(deleted) or all_schema != old
+                if not changed:
+                    row = con.execute("SELECT warnings FROM sources WHERE source = ?",
+                                      [source]).fetchone()
+                    warnings = json.loads(row[0]) if row and row[0] else warnings
                 con.execute(
-                    "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, "
-                    "coalesce((SELECT version FROM sources WHERE source = ?), 0) + ?)",
+                    "INSERT OR REPLACE INTO sources (source, key_field, schema, cursor, "
+                    "last_full_at, pulled_at, version, warnings) VALUES (?, ?, ?, ?, ?, ?, "
+                    "coalesce((SELECT version FROM sources WHERE source = ?), 0) + ?, ?)",
                     [source, key_field, json.dumps({k: str(v) for k, v in all_schema.items()}),
                      json.dumps(pull.cursor) if pull.cursor is not None else None,
-                     now if pull.full else self._last_full(source), now, source, int(changed)])
-        return n
+                     now if pull.full else self._last_full(source), now, source, int(changed),
+                     json.dumps(warnings)])
+        return n, warnings
 
-    def _replace(self, table: str, rows: str) -> int:
-        """Replace ``table`` with ``rows``, one row per key; returns the number of contacts.
-        The snapshot's row order carries no meaning, so the write need not keep it."""
+    def _replace(self, table: str, rows: str) -> tuple[int, list[str]]:
+        """Replace ``table`` with ``rows``, one row per non-empty key; returns the number of
+        contacts and what was wrong with the keys. The snapshot's row order carries no
+        meaning, so the write need not keep it (but for the rare pull with bad keys)."""
         con = self.con
         con.execute("SET preserve_insertion_order = false")
         try:
             con.execute(f"CREATE OR REPLACE TABLE {table} AS {rows}")
-            n, keys = con.execute(f"SELECT count(*), count(DISTINCT _key) FROM {table}").fetchone()
-            if keys < n:  # a key repeated in the pull: keep one row of each
-                con.execute(f"CREATE OR REPLACE TABLE {table} AS "
-                            f"SELECT DISTINCT ON (_key) * FROM {table}")
         finally:
             con.execute("RESET preserve_insertion_order")
-        return keys
+        n, blank, keys = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE coalesce(_key, '') = ''), "
+            f"count(DISTINCT NULLIF(_key, '')) FROM {table}").fetchone()
+        if n == keys:
+            return n, []
+        problems = []
+        if blank:
+            problems.append(f"{blank} row(s) have no key and were not read; give every row "
+                            "a key")
+        if n - blank > keys:
+            dup = [r[0] for r in con.execute(
+                f"SELECT _key FROM {table} WHERE _key <> '' GROUP BY _key HAVING count(*) > 1 "
+                f"ORDER BY _key LIMIT {KEY_SAMPLE + 1}").fetchall()]
+            listed = ", ".join(dup[:KEY_SAMPLE]) + (", ..." if len(dup) > KEY_SAMPLE else "")
+            problems.append(f"{n - blank - keys} row(s) repeat the key of an earlier row "
+                            f"(keys {listed}); only the first row of each key was read")
+        # the first row of each key, in the pull's order
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * EXCLUDE (_n) FROM "
+                    f"(SELECT *, row_number() OVER () AS _n FROM ({rows})) WHERE _key <> '' "
+                    f"QUALIFY _n = min(_n) OVER (PARTITION BY _key)")
+        return keys, problems
 
     def _upsert(self, source: str, fields: list[str], rows: str, names: str,
                 deleted: list[str]) -> None:

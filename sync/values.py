@@ -42,9 +42,24 @@ def lit(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+#: what Python's str.isspace() calls whitespace, as an RE2 class
+_WS = r"[\t-\r\x1c-\x1f\x85\p{Z}]"
+
+
+def strip_sql(col: str) -> str:
+    """SQL: text ``col`` without leading and trailing whitespace, as Python's ``str.strip()``.
+    DuckDB's ``trim()`` drops spaces (no-break and wide ones too) but not tabs or line
+    breaks: text that still starts or ends with a control character after it takes the
+    slower, complete path. (Only the rare line and paragraph separators U+2028/U+2029 and
+    NEL are left at the ends of otherwise trimmed text.)"""
+    t = f"trim({col})"
+    return (f"CASE WHEN {t} < ' ' OR right({t}, 1) < ' ' "
+            f"THEN regexp_replace({t}, '^{_WS}+|{_WS}+$', '', 'g') ELSE {t} END")
+
+
 def typed_sql(col: str, ftype: FieldType) -> str:
     """SQL turning raw text column ``col`` (already quoted) into its typed value or NULL."""
-    t = f"trim({col})"
+    t = strip_sql(col)
     if ftype in (FieldType.string, FieldType.enumeration):
         return f"NULLIF({t}, '')"
     if ftype is FieldType.number:
@@ -59,10 +74,19 @@ def typed_sql(col: str, ftype: FieldType) -> str:
               f"THEN CAST(TRY_CAST(replace({t}, 'z', 'Z') AS TIMESTAMPTZ) AS TIMESTAMP) END")
         return f"date_trunc('day', {ts})" if ftype is FieldType.date else ts
     if ftype is FieldType.multi:
-        items = (f"list_filter(list_transform(string_split({col}, ';'), lambda x: lower(trim(x))),"
+        item = f"lower({strip_sql('x')})"
+        items = (f"list_filter(list_transform(string_split({col}, ';'), lambda x: {item}),"
                  f" lambda x: x <> '')")
         return f"CASE WHEN len({items}) > 0 THEN {items} END"
     raise ValueError(ftype)
+
+
+def identifier_sql(col: str, ftype: FieldType) -> str:
+    """SQL: the text destinations get for an identifier in raw text column ``col``: the
+    source's raw text (NULL when blank), but a date as ``YYYY-MM-DD``."""
+    if ftype is FieldType.date:
+        return f"strftime({typed_sql(col, ftype)}, '%Y-%m-%d')"
+    return f"CASE WHEN {strip_sql(col)} <> '' THEN {col} END"
 
 
 # ---------------------------------------------------------------- Python side (mapping values)

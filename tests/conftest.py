@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,16 @@ import yaml
 from typer.testing import CliRunner
 
 from crmsync.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _fresh_salesforce_orgs():
+    """Salesforce's per-org API allocation is kept per process, by login URL: a fake that
+    reuses an earlier fake's port must not inherit its exhausted allocation."""
+    yield
+    sf = sys.modules.get("crmsync.connectors.salesforce")
+    if sf is not None:
+        sf._ORGS.clear()
 
 
 class Cli:

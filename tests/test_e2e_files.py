@@ -402,3 +402,28 @@ def test_offline_commands_need_neither_the_source_file_nor_secrets(cli, tmp_path
         res = cli(*args, "-c", m)
         assert res.exit_code == 0, (args, res.stderr)
     assert cli("explain", "k0001", "-c", m, "--pull").exit_code == 2
+
+
+def test_csv_identifiers_are_raw_explain_consent_and_a_bom_blocklist(cli, tmp_path):
+    """The csv destination writes identifiers as the source wrote them (a zip typed number
+    keeps its zero); explain reads a text consent field as push does; a blocklist saved
+    with a UTF-8 BOM (Excel) still suppresses its first line."""
+    write_csv(tmp_path / "contacts.csv", ["id", "email", "zip", "optin"],
+              [["k1", " Ann@X.example ", "02134", "yes"], ["k2", "b@x.example", "1e3", "no"],
+               ["k3", "c@x.example", "", "yes"], ["k4", "d@x.example", "7", "yes"]])
+    (tmp_path / "block.txt").write_text("\ufeffk4\r\n", encoding="utf-8")
+    m = write_mapping(tmp_path / "m.yaml", {
+        "version": 1,
+        "sources": {"crm": {"type": "csv", "path": "contacts.csv", "key": "id",
+                            "schema": {"zip": "number"},
+                            "identity": {"email": "email", "zip": "zip"}}},
+        "segments": {"all": {"description": "d", "owner": "o",
+                             "where": {"field": "email", "is_known": True}}},
+        "suppressions": {"blocked": {"file": "block.txt"}},
+        "destinations": [{"name": "f", "segment": "all", "type": "csv", "path": "out/f.csv",
+                          "identifiers": ["email", "zip"], "consent": "optin"}]})
+    assert cli.json("run", "-c", m)["exit_code"] == 0
+    lines = (tmp_path / "out/f.csv").read_text(encoding="utf-8").splitlines()
+    assert lines == ["key,email,zip", "k1, Ann@X.example ,02134", "k3,c@x.example,"]
+    out = cli("explain", "k2", "-c", m).stdout
+    assert "not sent: no consent" in out and "sent as a member" not in out

@@ -18,10 +18,12 @@ from crmsync.connectors.base import Context, SourceState
 from crmsync.connectors.files import CsvSource, FileOptions
 from crmsync.sync.errors import ConfigError
 from crmsync.sync.model import SourceConfig
+from crmsync.sync.store import Store
 
 from conftest import write_csv, write_mapping
 
 HEADER = ["id", "email", "stage", "revenue"]
+NOW = datetime(2026, 11, 1)
 
 
 def rows(n: int) -> list[list[str]]:
@@ -210,15 +212,47 @@ def test_unterminated_quote_loses_only_its_own_row(tmp_path):
 
 
 def test_warnings_repeat_while_the_file_is_unchanged(tmp_path):
+    store = Store.open(tmp_path / "state.duckdb")
+
+    def pull_into() -> tuple[bool, int, list[str]]:
+        src = source(tmp_path / "c.csv")
+        pull = src.pull(store.source_state("crm"))
+        try:
+            n, warnings = store.write_pull("crm", "id", src.schema(), pull, NOW)
+        except duckdb.Error:
+            pull = pull.fallback()
+            n, warnings = store.write_pull("crm", "id", src.schema(), pull, NOW)
+        return pull.full, n, warnings
+
     dirty_file(tmp_path / "c.csv", 1200)
-    first, _ = read(source(tmp_path / "c.csv"))
-    assert first.full and len(first.warnings) == 1  # line 1001
-    state = SourceState(cursor=first.cursor, rows=1199)
-    again, keys = read(source(tmp_path / "c.csv"), state)
-    assert not again.full and again.sql is None and again.warnings == first.warnings
+    full, n, first = pull_into()
+    assert full and n == 1199 and len(first) == 1 and "line 1001" in first[0]
+    assert pull_into() == (False, 0, first)  # not read again, the same warnings
     write_csv(tmp_path / "c.csv", HEADER, rows(1200))  # fixed: read in full, no warnings
-    fixed, keys = read(source(tmp_path / "c.csv"), SourceState(cursor=again.cursor, rows=1199))
-    assert fixed.full and fixed.warnings == [] and len(keys) == 1200
+    assert pull_into() == (True, 1200, [])
+    assert pull_into() == (False, 0, [])
+    store.close()
+
+
+def test_keys_are_trimmed_and_missing_or_repeated_keys_reported(tmp_path):
+    """A blank key or a repeated one is counted and named (keys only) in the warnings; the
+    first row of a repeated key is the one kept."""
+    write_csv(tmp_path / "c.csv", HEADER, [["k1", "a@x.example", "lead", "1"],
+                                           ["", "b@x.example", "lead", "2"],
+                                           [" k1\t", "c@x.example", "customer", "3"],
+                                           ["k2", "d@x.example", "lead", "4"],
+                                           ["k2", "e@x.example", "lead", "5"]])
+    store = Store.open(tmp_path / "state.duckdb")
+    src = source(tmp_path / "c.csv")
+    n, warnings = store.write_pull("crm", "id", src.schema(), src.pull(SourceState()), NOW)
+    assert n == 2
+    assert warnings == [
+        "source 'crm': 1 row(s) have no key and were not read; give every row a key",
+        "source 'crm': 2 row(s) repeat the key of an earlier row (keys k1, k2); only the "
+        "first row of each key was read"]
+    rows = store.con.execute('SELECT _key, email FROM snap_crm ORDER BY 1').fetchall()
+    assert rows == [("k1", "a@x.example"), ("k2", "d@x.example")]
+    store.close()
 
 
 def test_well_formed_quoting_is_read_as_written(tmp_path):
@@ -333,4 +367,3 @@ def test_a_clean_file_is_read_once_strictly_and_a_dirty_one_falls_back(tmp_path)
         duckdb.sql(pull.sql).fetchall()
     careful = pull.fallback()  # ... and the careful one reads it
     assert "malformed row(s) not read" in careful.warnings[0]
-    assert careful.cursor["warnings"] == careful.warnings

@@ -78,6 +78,9 @@ CASES: list[tuple[str, str, dict[str, Any], bool, bool]] = [
     ("name", "  Gold ", {"starts_with": "gold"}, True, True),
     ("tags", " a; B ;", {"has_all": ["A", "b"]}, True, True),
     ("tags", " a; B ;", {"has_none": ["c"]}, True, True),
+    ("name", "\tGold\r\n", {"eq": "gold"}, True, True),  # tabs and line breaks trim too
+    ("flag", "\ttrue\n", {"eq": True}, True, True),
+    ("num", "\t8 ", {"eq": 8}, True, True),
 ]
 
 
