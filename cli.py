@@ -199,8 +199,9 @@ def _read_plan(path: Path) -> dict[str, Any]:
                                    fix)]) from None
     except ValueError:
         raise ConfigError([Problem(str(path), "not a plan file (not JSON)", fix)]) from None
-    need = ("mapping", "as_of", "snapshot_version", "ledger_versions", "changes")
-    if not isinstance(data, dict) or any(k not in data for k in need):
+    need = ("mapping", "as_of", "snapshot_version", "changes")
+    if not isinstance(data, dict) or any(k not in data for k in need) \
+            or not isinstance(data["changes"], dict):
         raise ConfigError([Problem(str(path), "not a crmsync plan file (it lacks "
                                    f"{', '.join(need)})", fix)])
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -236,29 +237,35 @@ class Runner:
             return res
 
     def write_plan_file(self, res: Result, path: Path) -> None:
-        """Write a reviewable plan: figures plus every change, bound to the store's state."""
+        """Write a reviewable plan: figures plus every change, bound to the mapping (its
+        digest) and the snapshot (its version)."""
         out = res.plan_json()
         out["mapping"] = str(self.project.path)
+        out["mapping_sha256"] = self.mapping_digest()
         out["snapshot_version"] = self.store.snapshot_version()
-        out["ledger_versions"] = {d.name: self.store.ledger_version(d.name)
-                                  for d in res.destinations}
-        out["changes"] = {}
-        for d in res.destinations:
-            rows = self.store.con.execute(
-                f"SELECT op, key, label, value, previous, fp FROM {d.plan.diff(self.store.con)} "
-                f"ORDER BY op, key").fetchall()
-            out["changes"][d.name] = [list(r) for r in rows]
+        out["changes"] = {d.name: self._changes(d.plan) for d in res.destinations}
         path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+
+    def mapping_digest(self) -> str:
+        return hashlib.sha256(self.project.path.read_bytes()).hexdigest()
+
+    def _changes(self, plan: DestPlan) -> list[list[Any]]:
+        """A destination's diff rows as a plan file holds them."""
+        rows = self.store.con.execute(
+            f"SELECT op, key, label, value, previous, fp FROM {plan.diff(self.store.con)} "
+            f"ORDER BY op, key").fetchall()
+        return json.loads(json.dumps([list(r) for r in rows]))
 
     def run(self, *, only: list[str] | None = None, dry_run: bool = False,
             force: bool = False, command: str = "run", offline: bool = False,
             plan_file: dict[str, Any] | None = None) -> Result:
         with self.store.lock():
+            checked = self._check_plan(plan_file) if plan_file is not None else None
             run_id = self.store.begin_run(f"{command} --dry-run" if dry_run else command,
                                           self.started, self.now)
             res = Result(self.now, run_id=run_id)
             try:
-                ev = self.evaluate(offline or plan_file is not None)
+                ev = checked or self.evaluate(offline)
                 res.segments = ev.segment_sizes()
                 res.warnings = [*self.pull_warnings, *ev.warnings]
                 if not dry_run:
@@ -335,8 +342,6 @@ class Runner:
                 if state.get("_resynced"):
                     out.plan = plan = sync.plan()
             state.pop("_resynced", None)
-            if plan_file is not None:
-                self._load_plan_changes(plan, plan_file["changes"].get(cfg.name, []))
             if why := self.tripped(cfg, plan, force):
                 out.status, out.message = "safeguard", why
             elif dry_run:
@@ -403,29 +408,47 @@ class Runner:
                                                if k != "_resynced"})
         return state
 
-    def _load_plan_changes(self, plan: DestPlan, rows: list[list[Any]]) -> None:
-        """``apply``: push exactly the plan file's changes instead of a fresh diff."""
-        con = self.store.con
-        con.execute(f"DELETE FROM {plan.diff(con)}")
-        if rows:
-            cols = list(zip(*rows, strict=True))
-            con.execute(f"INSERT INTO {plan.diff_table} SELECT unnest(?), unnest(?), unnest(?), "
-                        f"unnest(?), unnest(?), unnest(?)", [list(c) for c in cols])
-        counts = dict(con.execute(f"SELECT op, count(*) FROM {plan.diff_table} GROUP BY op")
-                      .fetchall())
-        plan.add, plan.update, plan.remove = (int(counts.get(k, 0))
-                                              for k in ("add", "update", "remove"))
+    def _check_plan(self, plan: dict[str, Any]) -> Evaluation:
+        """``apply``, under the lock: refuse (exit 2) a plan made with another mapping, over
+        a snapshot that has moved since (the sources are pulled to know), or whose changes
+        are not what the mapping, snapshot and ledgers give now (edited, made with another
+        store, or destinations synced since). What is then pushed is that diff, which is
+        the plan file's exactly. Returns the evaluation the run goes on with."""
+        fix = "make a new plan with crmsync plan -o"
+        if plan.get("mapping_sha256") != self.mapping_digest():
+            raise ConfigError([self.project.problem(
+                "", "stale plan: it was made with another mapping, or the mapping changed", fix)])
+        self.pull()
+        if plan.get("snapshot_version") != self.store.snapshot_version():
+            raise ConfigError([self.project.problem(
+                "", "stale plan: the snapshot changed since the plan was made", fix)])
+        ev = self.evaluate(offline=True)
+        names = [d.name for d in self.project.mapping.destinations]
+        unknown = [n for n in plan["changes"] if n not in names]
+        if unknown:
+            raise ConfigError([self.project.problem(
+                "", f"the plan names destinations the mapping does not have: {unknown}", fix)])
+        chosen = [names.index(n) for n in plan["changes"]]
+        count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
+        differ = []
+        for i in chosen:
+            cfg = self.project.mapping.destinations[i]
+            dest = make_destination(self.project, i, self.now)
+            try:
+                if self._changes(DestinationSync(ev, cfg, dest, i).plan()) != \
+                        plan["changes"][cfg.name]:
+                    differ.append(cfg.name)
+            finally:
+                dest.close()
+        if differ:
+            raise ConfigError([self.project.problem(
+                "", f"stale plan: the changes for {', '.join(differ)} are not what the "
+                "mapping, snapshot and ledger give now (synced since, edited, or made with "
+                "another store)", fix)])
+        return ev
 
     def apply(self, plan: dict[str, Any], force: bool = False) -> Result:
-        stale = []
-        if plan.get("snapshot_version") != self.store.snapshot_version():
-            stale.append("the snapshot changed since the plan was made")
-        for name, v in plan.get("ledger_versions", {}).items():
-            if self.store.ledger_version(name) != v:
-                stale.append(f"destination {name} was synced since the plan was made")
-        if stale:
-            raise ConfigError([self.project.problem(
-                "", "stale plan: " + "; ".join(stale), "make a new plan with crmsync plan -o")])
+        """Push exactly a plan file's changes (see ``_check_plan``)."""
         self.now = datetime.fromisoformat(plan["as_of"].replace("Z", "+00:00")).replace(
             tzinfo=None)
         only = list(plan.get("changes", {}))

@@ -316,10 +316,6 @@ class Store:
             "dest_state.last_synced_at), version = dest_state.version + 1",
             [dest, json.dumps(state), synced_at])
 
-    def ledger_version(self, dest: str) -> int:
-        row = self.con.execute("SELECT version FROM dest_state WHERE dest = ?", [dest]).fetchone()
-        return int(row[0]) if row else 0
-
     def forget(self, dest: str) -> int:
         """``resync``: drop a destination's ledger and state so the next run reconciles it."""
         with self.transaction() as con:

@@ -150,6 +150,35 @@ def test_plan_file_apply_and_stale_refusal(cli, tmp_path):
     assert res.exit_code == 2 and "stale plan" in res.stderr
 
 
+def test_apply_refuses_an_edited_plan_a_changed_source_or_another_mapping(cli, tmp_path):
+    m = setup(tmp_path)
+    assert cli("plan", "-c", m, "-o", tmp_path / "plan.json").exit_code == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan["changes"]["cust"].append(["add", "k0002", "customers", '["evil@x.example"]', None, "x"])
+    (tmp_path / "edited.json").write_text(json.dumps(plan))
+    res = cli("apply", tmp_path / "edited.json", "-c", m)
+    assert res.exit_code == 2 and "stale plan: the changes for cust" in res.stderr
+    other = mapping(tmp_path)
+    other["segments"]["customers"]["where"] = {"field": "stage", "eq": "lead"}
+    res = cli("apply", tmp_path / "plan.json", "-c", write_mapping(tmp_path / "o.yaml", other))
+    assert res.exit_code == 2 and "another mapping" in res.stderr
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(41))  # the export moved on
+    res = cli("apply", tmp_path / "plan.json", "-c", m)
+    assert res.exit_code == 2 and "the snapshot changed" in res.stderr
+    assert not (tmp_path / "out/cust.csv").exists()
+
+
+def test_apply_force_after_a_tripped_safeguard(cli, tmp_path):
+    m = setup(tmp_path, max_remove_fraction=0.1)
+    assert cli("run", "-c", m).exit_code == 0
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(40, stage=lambda i: "lead"))
+    assert cli("plan", "-c", m, "-o", tmp_path / "plan.json").exit_code == 0
+    assert cli("apply", tmp_path / "plan.json", "-c", m).exit_code == 3  # nothing sent
+    res = cli("apply", tmp_path / "plan.json", "-c", m, "--force")
+    assert res.exit_code == 0, res.stderr
+    assert read_csv_keys(tmp_path / "out/cust.csv") == set()
+
+
 def test_apply_refuses_what_is_not_a_plan_file(cli, tmp_path):
     m = setup(tmp_path)
     (tmp_path / "junk.json").write_text('{"hello": 1}')
