@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError, Problem
+from .logs import secret
 from .model import Condition, DestinationConfig, Mapping, did_you_mean, parse_condition
 
 
@@ -156,6 +157,7 @@ def _interpolate(data: Any, path: tuple, env: dict[str, str], used: dict[str, st
         name, default = m.group(1), m.group(2)
         used[fmt_path(path)] = name
         if name in env:
+            secret(env[name])
             return env[name]
         if default is not None:
             return default

@@ -1,6 +1,7 @@
 """Logging to stderr: human lines (rich on a terminal, plain under cron) or JSON lines.
 
-Log records carry contact keys, never emails or phones; ``redact`` masks any that slip in.
+Log records carry contact keys, never emails or phones; ``redact`` masks any that slip in,
+and the values the mapping took from the environment (``${VAR}``: tokens, webhook URLs).
 """
 
 from __future__ import annotations
@@ -19,14 +20,45 @@ _E164 = re.compile(r"(?<![\w+])\+\d+(?:[ .-]?\(\d+\)|[ .-]?\d+)*")
 _NANP = re.compile(r"\(\d{3}\)\s*\d{3}[-. ]\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b")
 
 
+#: values read from the environment by the mapping; masked wherever redact() runs
+_SECRETS: set[str] = set()
+MIN_SECRET = 8  # shorter values (a region code, a flag) are not worth masking
+
+
+def secret(value: str) -> None:
+    """Mask ``value`` in everything ``redact`` sees from now on (a platform's error text that
+    echoes a token, a traceback)."""
+    if len(value) >= MIN_SECRET:
+        _SECRETS.add(value)
+
+
 def _phone(m: re.Match[str]) -> str:
     return "<phone>" if sum(c.isdigit() for c in m.group()) >= 8 else m.group()
 
 
 def redact(text: str) -> str:
-    """``text`` with anything that looks like an email address or phone number masked (a
-    last line of defence: code logs contact keys only)."""
+    """``text`` with the mapping's secrets and anything that looks like an email address or
+    phone number masked (a last line of defence: code logs contact keys only)."""
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(s, "<secret>")
     return _NANP.sub("<phone>", _E164.sub(_phone, _EMAIL.sub("<email>", text)))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A platform's error text as one redacted line of at most ``limit`` characters (an SDK
+    exception may carry headers and a whole response body)."""
+    text = " ".join(redact(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def error_text(exc: BaseException) -> str:
+    """An unexpected exception as one redacted line: an SDK's HTTP error as its status and
+    body (not its headers)."""
+    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
+    if isinstance(status, int) and body:
+        body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        return one_line(f"{type(exc).__name__}: HTTP {status}: {body}")
+    return one_line(f"{type(exc).__name__}: {exc}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,6 +75,9 @@ class PlainFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
         record.message = redact(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:  # noqa: N802
+        return redact(super().formatException(ei))
 
 
 def setup_logging(fmt: str = "human", level: int = logging.INFO) -> None:

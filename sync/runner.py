@@ -20,7 +20,7 @@ from ..connectors.base import Context, Destination, Meter, Source
 from .engine import Evaluation
 from .errors import ConfigError, CrmsyncError, DestinationStopped
 from .loader import Project, pydantic_problems
-from .logs import redact
+from .logs import error_text, one_line
 from .model import ConnectionConfig, DestinationConfig
 from .push import DestinationSync, DestPlan, count_all
 from .store import Store
@@ -357,14 +357,14 @@ class Runner:
                 self.store.save_dest_state(cfg.name, state, self.now)
                 rejects = pushed["rejects"]
         except DestinationStopped as exc:
-            out.status, out.message = "failed", redact(str(exc))
+            out.status, out.message = "failed", one_line(str(exc))
         except CrmsyncError as exc:
             if isinstance(exc, ConfigError):
                 raise
-            out.status, out.message = "failed", redact(str(exc))
+            out.status, out.message = "failed", one_line(str(exc))
         except Exception as exc:  # one destination's bug must not stop the others
             log.exception("destination %s failed", cfg.name)
-            out.status, out.message = "failed", redact(f"{type(exc).__name__}: {exc}")
+            out.status, out.message = "failed", error_text(exc)
         finally:
             if dest is not None:
                 out.calls, out.retries = dest.ctx.meter.calls, dest.ctx.meter.retries

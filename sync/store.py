@@ -20,7 +20,7 @@ import duckdb
 
 from ..connectors.base import Pull, SourceState
 from .errors import LockHeld
-from .logs import redact
+from .logs import one_line, redact
 from .model import FieldType
 from .values import q, strip_sql
 
@@ -353,7 +353,7 @@ class Store:
         if rejects:
             keys, reasons = zip(*rejects, strict=True)
             self.con.execute("INSERT INTO rejects SELECT ?, ?, unnest(?), unnest(?)",
-                             [run_id, row["dest"], list(keys), [redact(r) for r in reasons]])
+                             [run_id, row["dest"], list(keys), [one_line(r) for r in reasons]])
 
     def last_readback(self, dest: str) -> dict[str, Any] | None:
         """The platform's own figures (size, match rate) from the last run that had them."""

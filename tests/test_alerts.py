@@ -14,6 +14,8 @@ from crmsync.sync.alerts import TIMEOUT, Event, payload, send
 from crmsync.sync.logs import redact
 from crmsync.sync.model import AlertConfig
 
+from conftest import write_csv, write_mapping
+
 HOOK = "https://hooks.slack.com/services/T0001/B0001/s3cr3tPath"
 OTHER = "https://chat.example.com/hooks/another-secret"
 
@@ -178,3 +180,26 @@ def test_each_kind_alone(kind):
     event = {"failure": EVENTS[0], "safeguard": EVENTS[1], "transition": EVENTS[2]}[kind]
     body = payload(alert(on=[kind], transitions=[("champions", "at_risk")]), [event])
     assert body is not None and body["text"].startswith("*crmsync*: 1 alert\n")
+
+
+def test_environment_secrets_and_sdk_errors_are_masked_on_one_line(tmp_path):
+    """A value the mapping read from the environment is masked wherever text is redacted
+    (logs, history, alerts); an SDK's HTTP error becomes its status and body on one line."""
+    from crmsync.sync.loader import load
+    from crmsync.sync.logs import error_text
+
+    write_csv(tmp_path / "c.csv", ["id", "email"], [["k1", "a@x.example"]])
+    m = write_mapping(tmp_path / "m.yaml", {
+        "version": 1, "sources": {"crm": {"type": "csv", "path": "c.csv", "key": "id"}},
+        "segments": {"s": {"description": "d", "owner": "o",
+                           "where": {"field": "email", "is_known": True}}},
+        "destinations": [{"name": "f", "segment": "s", "type": "csv", "path": "o.csv"}],
+        "alerts": [{"url": "${HOOK_URL}", "on": ["failure"]}]})
+    load(m, env={"HOOK_URL": "https://hooks.example/T0/B0/s3cr3tpath"})
+
+    class ApiError(Exception):
+        status, body = 400, b'{"message": "bad token https://hooks.example/T0/B0/s3cr3tpath"}'
+
+    text = error_text(ApiError("(400)\nReason: Bad Request\nHTTP response headers: {...}"))
+    assert text == 'ApiError: HTTP 400: {"message": "bad token <secret>"}'
+    assert redact("mail bob@x.example at +1 415 555 0100") == "mail <email> at <phone>"
