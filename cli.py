@@ -117,8 +117,6 @@ def _print_plan(res) -> None:
                    + (f" [{d.status}: {d.message}]" if d.message else ""))
         if d.readback:
             typer.echo(f"  as last reported by the platform: {json.dumps(d.readback)}")
-    for w in res.warnings:
-        typer.echo(f"warning: {w}", err=True)
 
 
 @app.command()
@@ -151,7 +149,7 @@ def plan(config: Config = DEFAULT, as_json: Json = False, as_of: AsOf = None,
         try:
             res = runner.plan(offline=offline, only=only)
             if output:
-                runner.write_plan_file(res, output)
+                _write(output, json.dumps(runner.plan_file(res), indent=1))
         finally:
             runner.close()
         _out(res.plan_json(), as_json, lambda: _print_plan(res))
@@ -190,20 +188,32 @@ def _report(res, as_json: bool) -> None:
             typer.echo(d.summary())
 
 
+def _write(path: Path, text: str) -> None:
+    """Write an output file (its folder made if need be), or exit 2 saying why not."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot write this file ({exc.strerror})",
+                                   "give a path in a folder you can write to",
+                                   file=str(path))]) from None
+
+
 def _read_plan(path: Path) -> dict[str, Any]:
     fix = "make one with: crmsync plan -c MAPPING -o plan.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError([Problem(str(path), f"cannot read the plan file ({exc.strerror})",
-                                   fix)]) from None
+        raise ConfigError([Problem("", f"cannot read the plan file ({exc.strerror})", fix,
+                                   file=str(path))]) from None
     except ValueError:
-        raise ConfigError([Problem(str(path), "not a plan file (not JSON)", fix)]) from None
+        raise ConfigError([Problem("", "not a plan file (not JSON)", fix,
+                                   file=str(path))]) from None
     need = ("mapping", "as_of", "snapshot_version", "changes")
     if not isinstance(data, dict) or any(k not in data for k in need) \
             or not isinstance(data["changes"], dict):
-        raise ConfigError([Problem(str(path), "not a crmsync plan file (it lacks "
-                                   f"{', '.join(need)})", fix)])
+        raise ConfigError([Problem("", "not a crmsync plan file (it lacks "
+                                   f"{', '.join(need)})", fix, file=str(path))])
     return data
 
 
@@ -330,8 +340,7 @@ def report(config: Config = DEFAULT,
                           f"crmsync report: {config.name}")
         finally:
             runner.close()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(html, encoding="utf-8")
+        _write(output, html)
         typer.echo(f"wrote {output}")
 
 

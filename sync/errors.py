@@ -27,7 +27,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file or '<mapping>'}:{self.line}" if self.line else (self.file or "<mapping>")
-        text = f"{where}: {self.path or '(top)'}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
         return f"{text}; {self.fix}" if self.fix else text
 
     def to_dict(self) -> dict:

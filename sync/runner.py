@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -197,7 +196,10 @@ class Runner:
         if not offline:
             self.pull()
         self.progress("evaluating segments")
-        return Evaluation.build(self.project, self.store, self.now)
+        ev = Evaluation.build(self.project, self.store, self.now)
+        for w in ev.warnings:
+            log.warning("%s", w)
+        return ev
 
     def selected(self, only: list[str] | None) -> list[int]:
         names = [d.name for d in self.project.mapping.destinations]
@@ -233,18 +235,19 @@ class Runner:
                 if why := self.tripped(cfg, out.plan, force=False):
                     out.message = why
                     res.warnings.append(f"{cfg.name}: a run would stop here: {why}")
+                    log.warning("%s", res.warnings[-1])
                 res.destinations.append(out)
             return res
 
-    def write_plan_file(self, res: Result, path: Path) -> None:
-        """Write a reviewable plan: figures plus every change, bound to the mapping (its
-        digest) and the snapshot (its version)."""
+    def plan_file(self, res: Result) -> dict[str, Any]:
+        """A reviewable plan: figures plus every change, bound to the mapping (its digest)
+        and the snapshot (its version)."""
         out = res.plan_json()
         out["mapping"] = str(self.project.path)
         out["mapping_sha256"] = self.mapping_digest()
         out["snapshot_version"] = self.store.snapshot_version()
         out["changes"] = {d.name: self._changes(d.plan) for d in res.destinations}
-        path.write_text(json.dumps(out, indent=1), encoding="utf-8")
+        return out
 
     def mapping_digest(self) -> str:
         return hashlib.sha256(self.project.path.read_bytes()).hexdigest()

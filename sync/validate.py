@@ -11,6 +11,8 @@ files. Each Problem names file:line, the document path and a fix.
 
 from __future__ import annotations
 
+import json
+import os
 import typing
 from collections.abc import Iterator
 from typing import Any
@@ -333,12 +335,22 @@ class _Checker:
 
     def destinations(self) -> None:
         seen: dict[str, int] = {}
+        targets: dict[str, int] = {}
         for i, d in enumerate(self.m.destinations):
             path = f"destinations[{i}]"
             if d.name in seen:
                 self.err(f"{path}.name", f"duplicate destination name '{d.name}'",
                          f"destinations[{seen[d.name]}] already uses it; names must be unique")
             seen.setdefault(d.name, i)
+            # two destinations writing one file, list or audience would undo each other
+            opts = {k: os.path.realpath(self.p.resolve(v)) if k == "path" and isinstance(v, str) else v
+                    for k, v in d.options.items()}
+            target = json.dumps([d.type, d.connection, opts], sort_keys=True, default=str)
+            if target in targets:
+                self.err(path, f"destination '{d.name}' writes to the same place as "
+                         f"destinations[{targets[target]}]", "give each destination its own "
+                         "file, list or audience (a group: destination sends several segments)")
+            targets.setdefault(target, i)
             source = self.audience(d, path)
             cls = self.connector("destination", d.type, f"{path}.type")
             if cls is not None:

@@ -456,3 +456,16 @@ def test_csv_identifiers_are_raw_explain_consent_and_a_bom_blocklist(cli, tmp_pa
     assert lines == ["key,email,zip", "k1, Ann@X.example ,02134", "k3,c@x.example,"]
     out = cli("explain", "k2", "-c", m).stdout
     assert "not sent: no consent" in out and "sent as a member" not in out
+
+
+def test_two_destinations_on_one_file_and_an_unwritable_output_are_refused(cli, tmp_path):
+    m = setup(tmp_path)
+    assert cli("plan", "-c", m, "-o", tmp_path / "new/dir/plan.json").exit_code == 0
+    (tmp_path / "taken").write_text("a file, not a folder")
+    res = cli("plan", "-c", m, "-o", tmp_path / "taken/plan.json")
+    assert res.exit_code == 2 and "cannot write this file" in res.stderr
+    data = mapping(tmp_path)
+    data["destinations"].append({**data["destinations"][0], "name": "again",
+                                 "path": "./out/../out/cust.csv"})
+    res = cli("validate", "-c", write_mapping(tmp_path / "two.yaml", data))
+    assert res.exit_code == 2 and "writes to the same place as destinations[0]" in res.stderr
