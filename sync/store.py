@@ -328,6 +328,9 @@ class Store:
 
     # ------------------------------------------------------------ runs
     def begin_run(self, command: str, started: datetime, as_of: datetime) -> int:
+        """Record a run's start (under the lock: a run still 'running' died, e.g. killed; what
+        it pushed is in the ledger, checkpointed, and the next run goes on from there)."""
+        self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         run_id = self.con.execute("SELECT nextval('run_ids')").fetchone()[0]
         self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, ?, 'running', NULL)",
                          [run_id, command, started, as_of])

@@ -3,6 +3,7 @@ destination converges to the desired members with nothing lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,3 +69,6 @@ def test_sigkill_mid_push_then_rerun_converges(tmp_path, kill_at):
     assert read_csv_keys(tmp_path / "out.csv") == want
     code, out, _ = _run(m, None)  # and a third run has nothing to do
     assert code == 0 and b"+0 -0 ~0" in out, out.decode()
+    runs = subprocess.run([sys.executable, "-m", "crmsync.cli", "history", "-c", str(m),
+                           "--json"], capture_output=True, check=True).stdout
+    assert [r["status"] for r in json.loads(runs)] == ["ok", "ok", "interrupted"]
