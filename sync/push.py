@@ -261,7 +261,7 @@ class DestinationSync:
     def push(self, plan: DestPlan, now: datetime) -> dict[str, Any]:
         """Send the diff in batches; checkpoint the ledger after each acknowledged batch."""
         out = {"adds": 0, "removes": 0, "updates": 0, "rejected": 0, "deferred": 0}
-        rejects: list[tuple[str, str]] = list(plan.rejects)
+        rejects = [*self.without_identifier(), *plan.rejects]
         store, name = self.ev.store, self.cfg.name
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
@@ -295,6 +295,19 @@ class DestinationSync:
             f"NOT IN (SELECT key FROM ({self.desired_sql}))", [name])
         out["rejects"] = rejects
         return out
+
+    def without_identifier(self) -> list[tuple[str, str]]:
+        """(key, reason) of the contacts to send that have no value for any identifier
+        the destination takes (counted in ``no_identifier``; kept in history)."""
+        c, ids = self.cands, self.cfg.identifiers
+        if not ids:
+            return []
+        rows = self.con.execute(
+            f"SELECT _key FROM {self.ev.table(self.source)} WHERE {c.member} AND ({c.label}) "
+            f"IS NOT NULL AND NOT {c.held} AND NOT {c.sup} AND {c.consent} AND NOT {c.has_id} "
+            f"ORDER BY _key").fetchall()
+        why = f"no_identifier: no value for {' or '.join(ids)}"
+        return [(k, why) for (k,) in rows]
 
     def unacked(self, op: Op, b: Batch) -> set[str]:
         """Keys of an add batch that an earlier run sent without seeing the answer."""

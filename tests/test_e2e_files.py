@@ -302,7 +302,9 @@ def test_history_keeps_contacts_without_identifier_apart_from_rejects(cli, tmp_p
     res = cli("run", "-c", m)
     assert " rejected 0 " in res.stdout
     d = cli.json("history", "-c", m)[0]["destinations"][0]
-    assert (d["rejected"], d["no_identifier"], d["reject_reasons"]) == (0, 1, [])
+    assert (d["rejected"], d["no_identifier"]) == (0, 1)
+    assert d["reject_reasons"] == [{"reason": "no_identifier: no value for email", "count": 1,
+                                    "keys": ["k0001"]}]
     assert "no identifier 1" in cli("history", "-c", m).stdout
 
 
