@@ -44,6 +44,42 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
+
+class _Int(int):
+    """A YAML integer that remembers how it was written: compared with a string field,
+    ``eq: 02134`` means the text "02134", not the number."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Float(float):
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _number(kind: type, base: Any) -> Any:
+    def construct(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        text = loader.construct_scalar(node)
+        if kind is _Int and re.fullmatch(r"[-+]?0[0-9]+", text):
+            value = int(text, 10)  # a leading zero is not octal (YAML 1.2)
+        else:
+            value = base(loader, node)
+        out = kind(value)
+        out.text = text
+        return out
+    return construct
+
+
+YamlLoader.add_constructor("tag:yaml.org,2002:int",
+                           _number(_Int, yaml.SafeLoader.construct_yaml_int))
+YamlLoader.add_constructor("tag:yaml.org,2002:float",
+                           _number(_Float, yaml.SafeLoader.construct_yaml_float))
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

@@ -525,3 +525,18 @@ def test_broken_plugin_is_a_warning(monkeypatch):
     _, problems = run("good.yaml")
     assert errors(problems) == []
     assert "AttributeError" in at(problems, "connections.hubspot.type").message
+
+
+def test_yaml_numbers_keep_how_they_were_written():
+    """`eq: 02134` on a string field means the text "02134" (a zip), and a leading zero is
+    not octal on a number field either (YAML 1.2)."""
+    import yaml
+
+    from crmsync.sync.loader import YamlLoader
+    from crmsync.sync.model import FieldType
+    from crmsync.sync.values import parse_value
+
+    doc = yaml.load("zip: 02134\nprice: 1.50\n", Loader=YamlLoader)
+    assert parse_value(doc["zip"], FieldType.string) == "02134"
+    assert parse_value(doc["zip"], FieldType.number) == 2134.0
+    assert parse_value(doc["price"], FieldType.string) == "1.50"
