@@ -110,20 +110,25 @@ class Evaluation:
         key_field, schema = found
         # typed fields (the key is a field like any other: conditions may name it), and a
         # u:<field> flag for a value present but unparseable as its type
+        # each raw value stripped once (x:<field>; the key was stripped when pulled)
         raw = {f: q("_key") if f == key_field else q(f) for f in schema}
-        typed = [f"{typed_sql(raw[f], t)} AS {q(f)}" for f, t in schema.items()]
+        text = {f: q("_key") if f == key_field else q("x:" + f) for f in schema}
+        stripped = [f"{strip_sql(raw[f])} AS {text[f]}" for f in schema if f != key_field]
+        typed = [f"{typed_sql(text[f], t, stripped=True)} AS {q(f)}" for f, t in schema.items()]
         if key_field not in schema:
             typed.append(f"_key AS {q(key_field)}")
         # identifiers go to destinations as the source wrote them, not as their typed value
         # (a zip typed number stays "02134"); the ad platforms' encoders normalise them
         texts = {f: "t:" + f for f in m.sources[source].identity.fields().values() if f in schema}
         self.id_columns[source] = texts
-        typed += [f"{identifier_sql(raw[f], schema[f])} AS {q(c)}" for f, c in texts.items()]
+        typed += [f"{identifier_sql(raw[f], text[f], schema[f])} AS {q(c)}"
+                  for f, c in texts.items()]
         checks = [f for f, t in schema.items() if f != key_field and t not in (
             FieldType.string, FieldType.enumeration, FieldType.multi)]  # any text is a multi
-        typed += [f"({strip_sql(raw[f])} <> '' AND {typed_sql(raw[f], schema[f])} IS NULL) "
-                  f"AS {q('u:' + f)}" for f in checks]
-        view = f"(SELECT _key, {', '.join(typed)} FROM {snap(source)})"
+        typed += [f"({text[f]} <> '' AND {typed_sql(text[f], schema[f], stripped=True)} IS NULL)"
+                  f" AS {q('u:' + f)}" for f in checks]
+        view = (f"(SELECT _key, {', '.join(typed)} FROM (SELECT *"
+                f"{''.join(', ' + s for s in stripped)} FROM {snap(source)}))")
         # scores, as two layers of expressions over the typed fields
         fields = dict(schema)
         first, second = [], []
