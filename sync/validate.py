@@ -343,8 +343,8 @@ class _Checker:
                          f"destinations[{seen[d.name]}] already uses it; names must be unique")
             seen.setdefault(d.name, i)
             # two destinations writing one file, list or audience would undo each other
-            opts = {k: os.path.realpath(self.p.resolve(v)) if k == "path" and isinstance(v, str) else v
-                    for k, v in d.options.items()}
+            opts = {k: os.path.realpath(self.p.resolve(v))
+                    if k == "path" and isinstance(v, str) else v for k, v in d.options.items()}
             target = json.dumps([d.type, d.connection, opts], sort_keys=True, default=str)
             if target in targets:
                 self.err(path, f"destination '{d.name}' writes to the same place as "
