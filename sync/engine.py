@@ -5,9 +5,9 @@ suppressions, consent — all as DuckDB SQL, never a Python loop per contact.
 
 * ``scored_<source>``: the snapshot typed by SPEC's rules, with the scores (computed on read);
 * ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier columns
-  (``Evaluation.id_column``), the consent fields, and boolean columns ``w:<segment>`` (raw where), ``m:<segment>`` (member after its
-  exclusive group), ``h:<segment>`` (held out), ``s:<suppression>`` and ``u:<field>`` (a
-  value present but unparseable);
+  (``Evaluation.id_column``), the consent fields, and boolean columns ``w:<segment>`` (raw
+  where), ``m:<segment>`` (member after its exclusive group), ``h:<segment>`` (held out),
+  ``s:<suppression>`` and ``u:<field>`` (a value present but unparseable);
 * ``full_<source>`` (``Evaluation.view``): every typed field and score beside the flags.
 """
 
