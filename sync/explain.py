@@ -9,7 +9,7 @@ from . import lint
 from .errors import CrmsyncError
 from .model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
 from .push import Candidates
-from .values import lit, parse_bool, q
+from .values import lit, q
 
 
 def _describe(cond: Condition) -> str:
@@ -80,7 +80,6 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
                         info["group"] = f"exclusive group {g}: in {won[0]} first"
         segs[s] = info
     dests: dict[str, Any] = {}
-    ident = project.mapping.sources[source].identity.fields()
     for d in project.mapping.destinations:
         seg_list = project.segments_of(d)
         if project.source_of("segments", seg_list[0]) != source:
@@ -89,9 +88,10 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
         sups = [n for n, c in project.mapping.suppressions.items()
                 if project.source_of("suppressions", n) == source
                 and (c.scope is None or d.name in c.scope) and value_of(q("s:" + n))]
-        consent = parse_bool(value_of(q(d.consent))) is True if d.consent else True  # as push
-        missing = [i for i in d.identifiers if i not in ident
-                   or value_of(q(ev.id_column(source, ident[i]))) is None]
+        cands = Candidates.of(ev, d)  # consent and identifiers exactly as push reads them
+        consent = bool(value_of(cands.consent))
+        missing = [i for i in d.identifiers
+                   if i not in cands.id_cols or value_of(cands.id_cols[i]) is None]
         reasons = []
         if not in_seg:
             reasons.append("not a member" + (" (held out)" if any(

@@ -45,8 +45,8 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 
-class _Int(int):
-    """A YAML integer that remembers how it was written: compared with a string field,
+class _Written:
+    """A YAML number that remembers how it was written: compared with a string field,
     ``eq: 02134`` means the text "02134", not the number."""
 
     text: str
@@ -55,11 +55,12 @@ class _Int(int):
         return self.text
 
 
-class _Float(float):
-    text: str
+class _Int(_Written, int):
+    pass
 
-    def __str__(self) -> str:
-        return self.text
+
+class _Float(_Written, float):
+    pass
 
 
 def _number(kind: type, base: Any) -> Any:

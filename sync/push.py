@@ -128,19 +128,24 @@ class Candidates:
                 f"count(*) FILTER (WHERE {sent} AND NOT {self.sup} AND {self.consent} "
                 f"AND NOT {self.has_id})"]
 
+    def sendable(self) -> str:
+        """Members, not held out, not suppressed, with consent (an identifier aside)."""
+        return (f"{self.member} AND ({self.label}) IS NOT NULL AND NOT {self.held} "
+                f"AND NOT {self.sup} AND {self.consent}")
+
     def desired(self, table: str) -> str:
         """SELECT key, label and the ``i:<identifier>`` columns of the contacts to send."""
         ids = "".join(f", {c} AS {q('i:' + n)}" for n, c in self.id_cols.items())
         return (f"SELECT _key AS key, {self.label} AS label{ids} FROM {table} "
-                f"WHERE {self.member} AND ({self.label}) IS NOT NULL AND NOT {self.held} "
-                f"AND NOT {self.sup} AND {self.consent} AND {self.has_id}")
+                f"WHERE {self.sendable()} AND {self.has_id}")
 
 
 def count_all(ev: Evaluation, cfgs: list[DestinationConfig]) -> None:
     """The held-out / suppressed / no-consent / no-identifier figures of many destinations,
-    one scan per source; ``DestinationSync.plan`` then reads them from ``ev.dest_counts``."""
+    one scan per source; ``DestinationSync.plan`` then reads them from ``ev.dest_counts``
+    (destinations already counted in this evaluation are not counted again)."""
     by_source: dict[str, list[tuple[str, Candidates]]] = {}
-    for cfg in cfgs:
+    for cfg in (c for c in cfgs if c.name not in ev.dest_counts):
         c = Candidates.of(ev, cfg)
         by_source.setdefault(c.source, []).append((cfg.name, c))
     for source, items in by_source.items():
@@ -303,9 +308,8 @@ class DestinationSync:
         if not ids:
             return []
         rows = self.con.execute(
-            f"SELECT _key FROM {self.ev.table(self.source)} WHERE {c.member} AND ({c.label}) "
-            f"IS NOT NULL AND NOT {c.held} AND NOT {c.sup} AND {c.consent} AND NOT {c.has_id} "
-            f"ORDER BY _key").fetchall()
+            f"SELECT _key FROM {self.ev.table(self.source)} WHERE {c.sendable()} "
+            f"AND NOT {c.has_id} ORDER BY _key").fetchall()
         why = f"no_identifier: no value for {' or '.join(ids)}"
         return [(k, why) for (k,) in rows]
 

@@ -57,10 +57,9 @@ MIGRATIONS: list[tuple[str, str]] = [
     ALTER TABLE sources ADD COLUMN warnings JSON;
     """),
 ]
-#: keys quoted in a warning about missing or repeated keys (the rest are counted)
+#: contact keys quoted per reject reason in history, or in a warning about repeated keys
+#: (the rest are counted)
 KEY_SAMPLE = 5
-
-REJECT_SAMPLE = 5  # contact keys shown per reject reason in history
 
 
 def snap(source: str) -> str:
@@ -390,7 +389,7 @@ class Store:
         """A run's rejected and unsendable contacts of one destination, per reason: how many,
         and the first few contact keys."""
         rows = self.con.execute(
-            f"SELECT reason, count(*), list(key ORDER BY key)[1:{REJECT_SAMPLE}] FROM rejects "
+            f"SELECT reason, count(*), list(key ORDER BY key)[1:{KEY_SAMPLE}] FROM rejects "
             f"WHERE run_id = ? AND dest = ? GROUP BY reason ORDER BY count(*) DESC, reason",
             [run_id, dest]).fetchall()
         return [{"reason": r, "count": int(n), "keys": list(k)} for r, n, k in rows]
