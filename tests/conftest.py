@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def _fresh_salesforce_orgs():
     sf = sys.modules.get("crmsync.connectors.salesforce")
     if sf is not None:
         sf._ORGS.clear()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI points the root logger at the stderr of its run; a later test must not log
+    into that closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 class Cli:

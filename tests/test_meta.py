@@ -36,8 +36,9 @@ CONTACTS = {  # key -> raw identity, with the normalised values Meta expects (by
             "last_name": "Smith", "country": None},
            {"EMAIL": "chloe@example.org", "FN": "chloé", "LN": "smith"}),
 }
-RAW_PII = ["ana.lopez@example.com", "Ana.Lopez", "650", "5551234", "bob@example.com",
-           "7946", "chloe@example.org", "CHLOE"]
+# Whole values, not short digit runs: a random 19-digit upload session id may contain "650".
+RAW_PII = ["ana.lopez@example.com", "Ana.Lopez", "(650) 555", "5551234", "bob@example.com",
+           "020 7946", "79460018", "chloe@example.org", "CHLOE"]
 
 
 @pytest.fixture
