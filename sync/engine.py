@@ -3,11 +3,12 @@ suppressions, consent — all as DuckDB SQL, never a Python loop per contact.
 
 ``Evaluation.build`` creates, per source, temp views over one materialised table:
 
-* ``scored_<source>``: the snapshot typed by SPEC's rules, with the scores (computed on read);
+* ``scored_<source>``: the snapshot (stored typed by SPEC's rules, see ``Store.write_pull``),
+  with the scores (computed on read);
 * ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier columns
   (``Evaluation.id_column``), the consent fields, and boolean columns ``w:<segment>`` (raw
   where), ``m:<segment>`` (member after its exclusive group), ``h:<segment>`` (held out),
-  ``s:<suppression>`` and ``u:<field>`` (a value present but unparseable);
+  ``s:<suppression>`` and ``u:<field>`` (a value present but unparseable, from the snapshot);
 * ``full_<source>`` (``Evaluation.view``): every typed field and score beside the flags.
 """
 
@@ -32,8 +33,8 @@ from .rules import (
     threshold_agg,
     weighted_sql,
 )
-from .store import Store, snap
-from .values import identifier_sql, lit, q, strip_sql, typed_sql
+from .store import CHECKED, Store, snap
+from .values import lit, q, typed_sql
 
 
 def holdout_sql(segment: str, percent: float) -> str:
@@ -77,7 +78,7 @@ class Evaluation:
 
     def id_column(self, source: str, fld: str) -> str:
         """The column holding identifier field ``fld`` as text for destinations,
-        ``t:<field>`` (see ``values.identifier_sql``)."""
+        the field itself or ``t:<field>`` (see ``store.TEXT_KEPT``)."""
         return self.id_columns.get(source, {}).get(fld, fld)
 
     def _carried(self, source: str) -> list[str]:
@@ -98,7 +99,7 @@ class Evaluation:
         return ev
 
     def _build_source(self, source: str) -> None:
-        """One pass over the snapshot: typed, scored and flagged, materialising only the
+        """One pass over the typed snapshot: scored and flagged, materialising only the
         key, the fields destinations read and the flags. The RFM cut-offs and the percent
         thresholds come first, from narrow queries."""
         m, con = self.project.mapping, self.con
@@ -108,27 +109,28 @@ class Evaluation:
                 f"sources.{source}", "no snapshot of this source in the store yet",
                 "run `crmsync plan` without --offline first")])
         key_field, schema = found
-        # typed fields (the key is a field like any other: conditions may name it), and a
-        # u:<field> flag for a value present but unparseable as its type
-        # each raw value stripped once (x:<field>; the key was stripped when pulled)
-        raw = {f: q("_key") if f == key_field else q(f) for f in schema}
-        text = {f: q("_key") if f == key_field else q("x:" + f) for f in schema}
-        stripped = [f"{strip_sql(raw[f])} AS {text[f]}" for f in schema if f != key_field]
-        typed = [f"{typed_sql(text[f], t, stripped=True)} AS {q(f)}" for f, t in schema.items()]
-        if key_field not in schema:
-            typed.append(f"_key AS {q(key_field)}")
-        # identifiers go to destinations as the source wrote them, not as their typed value
-        # (a zip typed number stays "02134"); the ad platforms' encoders normalise them
-        texts = {f: "t:" + f for f in m.sources[source].identity.fields().values() if f in schema}
+        kept = self.store.layout(source)
+        if kept is None:
+            raise ConfigError([self.project.problem(
+                f"sources.{source}", "the stored snapshot of this source was written by an "
+                "older crmsync", "run `crmsync plan` without --offline once (a full pull)")])
+        # the snapshot is stored typed (Store.write_pull): the key is a field like any other
+        # (conditions may name it), identifiers go to destinations as text, not as their
+        # typed value (a zip typed number stays "02134"; see store.TEXT_KEPT)
+        extra = [f"{typed_sql('_key', schema.get(key_field, FieldType.string), stripped=True)}"
+                 f" AS {q(key_field)}"]
+        texts: dict[str, str] = {}
+        for f in m.sources[source].identity.fields().values():
+            if f not in schema or f == key_field:
+                continue
+            if f in kept["texts"]:
+                texts[f] = "t:" + f
+            elif schema[f] is FieldType.date:
+                texts[f] = "t:" + f
+                extra.append(f"strftime({q(f)}, '%Y-%m-%d') AS {q(texts[f])}")
         self.id_columns[source] = texts
-        typed += [f"{identifier_sql(raw[f], text[f], schema[f])} AS {q(c)}"
-                  for f, c in texts.items()]
-        checks = [f for f, t in schema.items() if f != key_field and t not in (
-            FieldType.string, FieldType.enumeration, FieldType.multi)]  # any text is a multi
-        typed += [f"({text[f]} <> '' AND {typed_sql(text[f], schema[f], stripped=True)} IS NULL)"
-                  f" AS {q('u:' + f)}" for f in checks]
-        view = (f"(SELECT _key, {', '.join(typed)} FROM (SELECT *"
-                f"{''.join(', ' + s for s in stripped)} FROM {snap(source)}))")
+        checks = [f for f, t in schema.items() if f != key_field and t in CHECKED]
+        view = f"(SELECT *, {', '.join(extra)} FROM {snap(source)})"
         # scores, as two layers of expressions over the typed fields
         fields = dict(schema)
         first, second = [], []

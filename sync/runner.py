@@ -15,14 +15,14 @@ import duckdb
 from pydantic import BaseModel, ValidationError
 
 from .. import connectors
-from ..connectors.base import Context, Destination, Meter, Source
+from ..connectors.base import Context, Destination, Meter, Source, SourceState
 from .engine import Evaluation
 from .errors import ConfigError, CrmsyncError, DestinationStopped
 from .loader import Project, pydantic_problems
 from .logs import error_text, one_line
 from .model import ConnectionConfig, DestinationConfig
 from .push import DestinationSync, DestPlan, count_all
-from .store import Store
+from .store import Store, layout
 from .values import lit, q
 
 log = logging.getLogger("crmsync")
@@ -170,22 +170,27 @@ class Runner:
     def pull(self) -> None:
         for name in self.project.mapping.sources:
             src = make_source(self.project, name, self.now)
-            state = self.store.source_state(name)
+            identity = self.project.mapping.sources[name].identity.fields().values()
             self.progress(f"pulling {name}")
             t0 = time.monotonic()
             try:
                 schema = src.schema()
+                state = self.store.source_state(name)
+                if self.store.layout(name) != layout(src.key, schema, identity):
+                    state = SourceState()  # fields, types or kept texts changed: pull all
                 result = src.pull(state)
             except ConfigError as exc:  # the file changed since the mapping was checked
                 raise ConfigError([self.project.problem(p.path, p.message, p.fix)
                                    for p in exc.problems]) from None
             try:
-                n, warnings = self.store.write_pull(name, src.key, schema, result, self.now)
+                n, warnings = self.store.write_pull(name, src.key, schema, result, self.now,
+                                                     identity)
             except duckdb.Error:
                 if result.fallback is None:
                     raise
                 result = result.fallback()  # e.g. a file with malformed rows: read with care
-                n, warnings = self.store.write_pull(name, src.key, schema, result, self.now)
+                n, warnings = self.store.write_pull(name, src.key, schema, result, self.now,
+                                                     identity)
             log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
                      "full" if result.full else "incremental", time.monotonic() - t0)
             for w in warnings:

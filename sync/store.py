@@ -22,7 +22,7 @@ from ..connectors.base import Pull, SourceState
 from .errors import LockHeld
 from .logs import one_line, redact
 from .model import FieldType
-from .values import q, strip_sql
+from .values import q, strip_sql, typed_sql
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_core", """
@@ -56,6 +56,11 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("004_source_warnings", """
     ALTER TABLE sources ADD COLUMN warnings JSON;
     """),
+    # snapshots are stored typed (see Store.write_pull): a snapshot of raw text has no
+    # layout, and the next pull of its source is full
+    ("005_typed_snapshot", """
+    ALTER TABLE sources ADD COLUMN layout JSON;
+    """),
 ]
 #: contact keys quoted per reject reason in history, or in a warning about repeated keys
 #: (the rest are counted)
@@ -64,6 +69,21 @@ KEY_SAMPLE = 5
 
 def snap(source: str) -> str:
     return q(f"snap_{source}")
+
+
+#: identifier fields of these types keep their text beside their typed value, as ``t:<field>``
+#: (a zip typed number is sent "02134"); a string is its own text, a date goes as YYYY-MM-DD
+TEXT_KEPT = (FieldType.number, FieldType.bool, FieldType.datetime, FieldType.multi)
+#: fields whose values can fail to parse, flagged ``u:<field>`` (any text is a multi)
+CHECKED = (FieldType.number, FieldType.bool, FieldType.date, FieldType.datetime)
+
+
+def layout(key_field: str, schema: dict[str, FieldType], identity: Iterable[str]) -> dict:
+    """How a snapshot is stored: its key, its fields' types, the identifiers kept as text.
+    A pull whose layout differs from the stored one is made full."""
+    return {"key": key_field, "schema": {f: str(t) for f, t in schema.items()},
+            "texts": sorted({f for f in identity
+                             if f != key_field and schema.get(f) in TEXT_KEPT})}
 
 
 class Store:
@@ -194,15 +214,27 @@ class Store:
     def snapshot_version(self) -> int:
         return int(self.con.execute("SELECT coalesce(sum(version), 0) FROM sources").fetchone()[0])
 
+    def layout(self, source: str) -> dict | None:
+        """The layout of the stored snapshot (None: none, or raw text from an older version)."""
+        row = self.con.execute("SELECT layout FROM sources WHERE source = ?",
+                               [source]).fetchone()
+        return json.loads(row[0]) if row and row[0] and self.has_snapshot(source) else None
+
     def write_pull(self, source: str, key_field: str, schema: dict[str, FieldType], pull: Pull,
-                   now: datetime) -> tuple[int, list[str]]:
+                   now: datetime, identity: Iterable[str] = ()) -> tuple[int, list[str]]:
         """Commit one pull to the snapshot (and its cursor, in the same transaction).
+
+        The snapshot is stored typed, by SPEC's value rules, once per pull: per field its
+        typed value, ``u:<field>`` for a value present but unparseable, and ``t:<field>``
+        for the identifier fields (``identity``) whose text ``layout`` keeps. An incremental
+        pull must have the stored layout (the runner makes it full otherwise).
 
         Returns the contacts written and the snapshot's warnings: the pull's own and, for a
         full pull, rows without a key or repeating one (a key is trimmed like any value;
         the first row of a repeated key is kept). A pull that changed nothing repeats the
         warnings of the one that made the snapshot."""
         fields = [f for f in schema if f != key_field]
+        shape = layout(key_field, schema, identity)
         warnings = list(pull.warnings)
         with tempfile.TemporaryDirectory() as tmp:
             if pull.sql is not None:
@@ -212,37 +244,35 @@ class Store:
                 _write_jsonl(path, pull.rows, [key_field, *fields])
                 cols = ", ".join(f"{q(c)}: 'VARCHAR'" for c in [key_field, *fields])
                 src = f"read_json({_lit(str(path))}, format='newline_delimited', columns={{{cols}}})"
+            rows = _typed_rows(src, key_field, schema, shape["texts"])
             with self.transaction() as con:
                 table = snap(source)
-                select = ", ".join([strip_sql(f"CAST({q(key_field)} AS VARCHAR)"),
-                                    *(f"CAST({q(f)} AS VARCHAR)" for f in fields)])
-                names = ", ".join(["_key", *(q(f) for f in fields)])
-                rows = f"SELECT * FROM (SELECT {select} FROM {src}) AS t({names})"
                 deleted = list(pull.deleted)
                 if pull.full:  # the whole population: replace the table in one pass
                     n, problems = self._replace(table, rows)
                     warnings += [f"source '{source}': {w}" for w in problems]
                 else:
-                    self._upsert(source, fields, f"SELECT DISTINCT ON (_key) * FROM ({rows}) "
-                                 "WHERE _key <> ''", names, deleted)
+                    if self.layout(source) not in (None, shape):
+                        raise ValueError(f"incremental pull of '{source}' in another layout")
+                    self._upsert(source, f"SELECT DISTINCT ON (_key) * FROM ({rows}) "
+                                 "WHERE _key <> ''", deleted)
                     n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
-                old = {} if pull.full else (self.schema(source) or (None, {}))[1]
-                all_schema = {**old, **schema}
                 # the version moves only when the snapshot did (a plan file stays valid
                 # across pulls that found nothing new)
-                changed = pull.full or n > 0 or bool(deleted) or all_schema != old
+                changed = pull.full or n > 0 or bool(deleted)
                 if not changed:
                     row = con.execute("SELECT warnings FROM sources WHERE source = ?",
                                       [source]).fetchone()
                     warnings = json.loads(row[0]) if row and row[0] else warnings
                 con.execute(
                     "INSERT OR REPLACE INTO sources (source, key_field, schema, cursor, "
-                    "last_full_at, pulled_at, version, warnings) VALUES (?, ?, ?, ?, ?, ?, "
-                    "coalesce((SELECT version FROM sources WHERE source = ?), 0) + ?, ?)",
-                    [source, key_field, json.dumps({k: str(v) for k, v in all_schema.items()}),
+                    "last_full_at, pulled_at, version, warnings, layout) VALUES (?, ?, ?, ?, "
+                    "?, ?, coalesce((SELECT version FROM sources WHERE source = ?), 0) + ?, ?, "
+                    "?)",
+                    [source, key_field, json.dumps(shape["schema"]),
                      json.dumps(pull.cursor) if pull.cursor is not None else None,
                      now if pull.full else self._last_full(source), now, source, int(changed),
-                     json.dumps(warnings)])
+                     json.dumps(warnings), json.dumps(shape)])
         return n, warnings
 
     def _replace(self, table: str, rows: str) -> tuple[int, list[str]]:
@@ -277,24 +307,16 @@ class Store:
                     f"QUALIFY _n = min(_n) OVER (PARTITION BY _key)")
         return keys, problems
 
-    def _upsert(self, source: str, fields: list[str], rows: str, names: str,
-                deleted: list[str]) -> None:
+    def _upsert(self, source: str, rows: str, deleted: list[str]) -> None:
         """Incremental pull: replace the changed contacts, drop the deleted ones."""
         con, table = self.con, snap(source)
-        if not self.has_snapshot(source):
-            cols = ", ".join(f"{q(f)} VARCHAR" for f in fields)
-            con.execute(f"CREATE TABLE {table} (_key VARCHAR{', ' + cols if cols else ''})")
-        existing = {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
-            [f"snap_{source}"]).fetchall()}
-        for f in fields:
-            if f not in existing:
-                con.execute(f"ALTER TABLE {table} ADD COLUMN {q(f)} VARCHAR")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {rows}")
+        if not self.has_snapshot(source):
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming LIMIT 0")
         con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT _key FROM _incoming)")
         if deleted:
             con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT unnest(?))", [deleted])
-        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
 
     def _last_full(self, source: str) -> datetime | None:
         row = self.con.execute("SELECT last_full_at FROM sources WHERE source = ?",
@@ -397,6 +419,26 @@ class Store:
 
 def _iso(v: datetime | None) -> str | None:
     return v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else None
+
+
+def _typed_rows(src: str, key_field: str, schema: dict[str, FieldType],
+                texts: list[str]) -> str:
+    """SQL: the rows of ``src`` (text columns) as the snapshot stores them: ``_key``, each
+    field typed, ``u:<field>`` and ``t:<field>`` (see ``Store.write_pull``). In layers:
+    each value is stripped once (``x:<field>``), then typed once."""
+    fields = [f for f in schema if f != key_field]
+    x = {f: q("x:" + f) for f in fields}
+    stripped = ", ".join([f"{strip_sql(f'CAST({q(key_field)} AS VARCHAR)')} AS _key",
+                          *(f"{strip_sql(f'CAST({q(f)} AS VARCHAR)')} AS {x[f]}"
+                            for f in fields)])
+    typed = ", ".join(["_key", *x.values(), *(f"{typed_sql(x[f], schema[f], stripped=True)} "
+                                              f"AS {q(f)}" for f in fields)])
+    out = ["_key", *(q(f) for f in fields)]
+    out += [f"({x[f]} <> '' AND {q(f)} IS NULL) AS {q('u:' + f)}"
+            for f in fields if schema[f] in CHECKED]
+    out += [f"NULLIF({x[f]}, '') AS {q('t:' + f)}" for f in texts]
+    return (f"SELECT {', '.join(out)} FROM (SELECT {typed} FROM "
+            f"(SELECT {stripped} FROM {src}))")
 
 
 def _lit(s: str) -> str:

@@ -78,15 +78,6 @@ def typed_sql(col: str, ftype: FieldType, *, stripped: bool = False) -> str:
     raise ValueError(ftype)
 
 
-def identifier_sql(raw: str, stripped: str, ftype: FieldType) -> str:
-    """SQL: the text destinations get for an identifier (its raw text column and that
-    column through ``strip_sql``): the source's raw text (NULL when blank), but a date as
-    ``YYYY-MM-DD``."""
-    if ftype is FieldType.date:
-        return f"strftime({typed_sql(stripped, ftype, stripped=True)}, '%Y-%m-%d')"
-    return f"CASE WHEN {stripped} <> '' THEN {raw} END"
-
-
 # ---------------------------------------------------------------- Python side (mapping values)
 
 

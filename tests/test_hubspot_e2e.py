@@ -8,6 +8,7 @@ import math
 import time
 
 import pytest
+import yaml
 
 from crmsync.sync.store import Store
 
@@ -246,3 +247,26 @@ def test_a_refused_request_stops_the_list_is_resent_and_quotes_no_email(cli, tmp
     assert "u1@x.example" not in res.stdout + res.stderr + history
     assert cli.json("run", "-c", m, env=ENV)["exit_code"] == 0  # sent again, not rejected
     assert fake.members(LIST) == set(ids)
+
+
+def test_a_new_field_in_the_mapping_makes_the_next_pull_full(cli, tmp_path, fake):
+    """The snapshot is stored typed: when the mapping's fields or types change, the next pull
+    reads every contact again (an incremental pull would leave the new field unknown for
+    every contact that did not change since)."""
+    ids = [fake.add_contact({"email": f"u{i}@x.example", "lifecyclestage": "lead",
+                             "num_employees": 100 * i}, at=fake.clock_ms - 86_400_000)
+           for i in range(5)]
+    m = setup(tmp_path, fake)
+    mapping = yaml.safe_load(m.read_text())
+    mapping["sources"]["crm"]["properties"] = ["email", "lifecyclestage"]
+    mapping["destinations"] = mapping["destinations"][:1]  # a list: contacts stay unmodified
+    write_mapping(m, mapping)
+    assert cli.json("run", "-c", m, env=ENV)["exit_code"] == 0
+    fake.tick(3_600_000)
+    mapping["sources"]["crm"]["properties"] = ["email", "lifecyclestage", "num_employees"]
+    mapping["segments"]["big"] = {"description": "d", "owner": "o",
+                                  "where": {"field": "num_employees", "gte": 200}}
+    write_mapping(m, mapping)
+    plan = cli.json("plan", "-c", m, env=ENV)
+    assert plan["segments"]["big"]["matched"] == 3, plan  # 200, 300, 400: read again
+    assert len(ids) == 5
