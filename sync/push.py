@@ -348,11 +348,11 @@ class DestinationSync:
                     con.execute("UPDATE ledger SET state = 'member' WHERE dest = ? AND key IN "
                                 "(SELECT unnest(?))", [name, kept])
                 return
+            sent = {k: (v, fp) for k, _lb, v, _pv, fp in b.batch}  # key -> (value, fp)
             if whole and not result.preexisting and not any(result.done.values()):
                 con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'member', "
                             f"? {b.rows}", [name, now, *b.params])
             elif result.done:
-                sent = {k: (v, fp) for k, _lb, v, _pv, fp in b.batch}
                 keys = list(result.done)
                 vals = [v if v is not None else sent[k][0] for k, v in result.done.items()]
                 fps = [sent[k][1] for k in keys]
@@ -361,9 +361,8 @@ class DestinationSync:
                             "unnest(?), unnest(?), ?", [name, keys, fps, vals, states, now])
             rej = [k for k in result.rejected if op is Op.ADD]
             if rej:
-                fps = {k: fp for k, *_, fp in b.batch}
                 con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), NULL, "
-                            "'rejected', ?", [name, rej, [fps[k] for k in rej], now])
+                            "'rejected', ?", [name, rej, [sent[k][1] for k in rej], now])
 
     def resync_from_remote(self) -> bool:
         """After ``resync``: the remote's members become the ledger (when readable)."""
