@@ -37,7 +37,7 @@ DEFAULT = Path("crmsync.yaml")
 def _as_of(value: str | None) -> datetime | None:
     if value is None:
         return None
-    from .sync.values import parse_datetime
+    from .sync.mapping.values import parse_datetime
 
     dt = parse_datetime(value)
     if dt is None:
@@ -89,8 +89,8 @@ def _runner(config: Path, as_of: str | None = None,
             log_format: LogFormatName = LogFormatName.human, *, pull: bool = True):
     """A runner over the checked mapping; ``pull=False`` (commands that read only the
     store) needs no platform secret in the environment, nor the source files."""
-    from .sync.loader import load
-    from .sync.runner import Runner
+    from .sync.mapping.loader import load
+    from .sync.pipeline.runner import Runner
 
     setup_logging(log_format.value)
     project = load(config, pull=pull)
@@ -100,7 +100,7 @@ def _runner(config: Path, as_of: str | None = None,
 
         console = Console(stderr=True)
         progress = lambda msg: console.print(f"[dim]… {msg}[/dim]")  # noqa: E731
-    return Runner(project, as_of=_as_of(as_of), progress=progress)
+    return Runner(project, as_of=_as_of(as_of), progress=progress, pull=pull)
 
 
 def _print_plan(res) -> None:
@@ -123,7 +123,7 @@ def _print_plan(res) -> None:
 def validate(config: Config = DEFAULT, strict: Annotated[bool, typer.Option(
         "--strict", help="Warnings fail (exit 1).")] = False, as_json: Json = False) -> None:
     """Check the mapping (schema, semantics, governance lint). No network."""
-    from .sync.checks import check_project
+    from .sync.pipeline.checks import check_project
 
     with _errors():
         problems = check_project(config)
@@ -238,11 +238,11 @@ def apply(plan_file: Annotated[Path, typer.Argument(help="A plan written by plan
 def history(config: Config = DEFAULT, as_json: Json = False,
             limit: Annotated[int, typer.Option("--limit", "-n")] = 20) -> None:
     """Recent runs and their per-destination figures."""
-    from .sync.loader import load
-    from .sync.store import Store
+    from .sync.mapping.loader import load
+    from .sync.store.database import Store
 
     with _errors():
-        store = Store.open(load(config, checked=False, pull=False).store_path)
+        store = Store.open(load(config, pull=False).store_path)
         try:
             runs = store.history(limit)
         finally:
@@ -270,11 +270,11 @@ def history(config: Config = DEFAULT, as_json: Json = False,
 def resync(name: Annotated[str, typer.Argument(help="Destination name.")],
            config: Config = DEFAULT) -> None:
     """Forget synced state for a destination, so the next run reconciles it fully."""
-    from .sync.loader import load
-    from .sync.runner import Runner
+    from .sync.mapping.loader import load
+    from .sync.pipeline.runner import Runner
 
     with _errors():
-        runner = Runner(load(config, checked=False, pull=False))
+        runner = Runner(load(config, pull=False), checked=False)
         try:
             n = runner.resync(name)
         finally:
@@ -287,8 +287,8 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
             config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
             offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
     """Why a contact is or is not in each segment and destination."""
-    from .sync.explain import explain as do_explain
-    from .sync.explain import render
+    from .sync.reports.explain import explain as do_explain
+    from .sync.reports.explain import render
 
     with _errors():
         runner = _runner(config, as_of, pull=not offline)
@@ -303,7 +303,7 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
 def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
              offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
     """Segment sizes, overlap matrix and quality-gate findings for the current snapshot."""
-    from .sync.explain import render_overlap, segment_report
+    from .sync.reports.segments import render_overlap, segment_report
 
     with _errors():
         runner = _runner(config, as_of, pull=not offline)
@@ -329,8 +329,8 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
 def report(config: Config = DEFAULT,
            output: Annotated[Path, typer.Option("-o", "--output")] = Path("report.html")) -> None:
     """A self-contained HTML report: sizes over time, overlap, migrations, last runs."""
-    from .sync.explain import segment_report
-    from .sync.report import render
+    from .sync.reports.html import render
+    from .sync.reports.segments import segment_report
 
     with _errors():
         runner = _runner(config, pull=False)

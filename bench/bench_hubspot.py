@@ -26,7 +26,7 @@ from crmsync.connectors.hubspot import (  # noqa: E402
     HubSpotListDestination,
     HubSpotSource,
 )
-from crmsync.sync.model import DestinationConfig, SourceConfig  # noqa: E402
+from crmsync.sync.mapping.model import DestinationConfig, SourceConfig  # noqa: E402
 from tests.fakes.hubspot import FakeHubSpot  # noqa: E402
 
 TOKEN = "pat-bench"

@@ -177,8 +177,8 @@ def baseline(csv_path: Path, folder: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from crmsync.sync.rules import GRID
-    from crmsync.sync.values import EPOCH_RE, FALSE, ISO_RE, NUMBER_RE, TRUE
+    from crmsync.sync.mapping.values import EPOCH_RE, FALSE, ISO_RE, NUMBER_RE, TRUE
+    from crmsync.sync.segments.compiler import GRID
 
     t0 = time.perf_counter()
     raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -308,9 +308,10 @@ def diff_bench(n: int, folder: Path) -> dict:
     """A 1% churn on an n-member audience: time the core's diff against the store's ledger."""
     import numpy as np
 
-    from crmsync.sync.loader import load
-    from crmsync.sync.push import DestinationSync
-    from crmsync.sync.runner import Runner, make_destination
+    from crmsync.sync.mapping.loader import load
+    from crmsync.sync.pipeline.build import make_destination
+    from crmsync.sync.pipeline.push import DestinationSync
+    from crmsync.sync.pipeline.runner import Runner
 
     extra = n // 100
     rng = np.random.default_rng(7)

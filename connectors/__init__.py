@@ -6,7 +6,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from ..sync.errors import CrmsyncError
-from ..sync.model import did_you_mean
+from ..sync.mapping.model import did_you_mean
 
 GROUPS = {"connection": "crmsync.connections", "source": "crmsync.sources",
           "destination": "crmsync.destinations"}

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..sync.errors import Reject
-from ..sync.model import ConnectionConfig, DestinationConfig, FieldType, SourceConfig
+from ..sync.mapping.model import ConnectionConfig, DestinationConfig, FieldType, SourceConfig
 
 __all__ = [
     "BatchResult", "Change", "Context", "Destination", "Meter", "NoOptions", "Op", "Pull",

@@ -21,13 +21,13 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..sync.errors import ConfigError, CrmsyncError, Problem
-from ..sync.model import FieldType
-from ..sync.values import q
+from ..sync.mapping.model import FieldType
+from ..sync.sql import lit, q
 from .base import BatchResult, Change, Destination, Op, Pull, Source, SourceState
 
 
 def _sql_path(p: Path) -> str:
-    return "'" + str(p).replace("'", "''") + "'"
+    return lit(str(p))
 
 
 #: malformed rows quoted by line number in a warning (the rest are counted)
@@ -58,7 +58,7 @@ class _FileSource(Source):
 
     def problem(self, key: str, message: str, fix: str) -> ConfigError:
         """A ConfigError about this source's ``key:`` in the mapping (file:line added by
-        ``sync.checks``)."""
+        ``sync.pipeline.checks``)."""
         return ConfigError([Problem(f"sources.{self.name}.{key}", message, fix)])
 
     def columns(self) -> list[str]:
@@ -175,7 +175,7 @@ class CsvSource(_FileSource):
 
     def _read_csv(self, path: Path, option: str) -> str:
         cols = ", ".join(f"{q(c)}: 'VARCHAR'" for c in self.columns())
-        delim = "'" + self.options.delimiter.replace("'", "''") + "'"
+        delim = lit(self.options.delimiter)
         return (f"read_csv({_sql_path(path)}, header=true, auto_detect=false, delim={delim}, "
                 f"quote='\"', escape='\"', columns={{{cols}}}, {option})")
 

@@ -31,12 +31,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..sync import identity as ident
 from ..sync.errors import ConfigError, DestinationStopped, Problem, Reject
-from ..sync.model import ConnectionConfig, Duration
-from ..sync.ratelimit import RollingWindow
-from ..sync.retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from ..sync.mapping.model import ConnectionConfig, Duration
+from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
+from .ratelimit import RollingWindow
+from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
 
 SCOPE = "https://www.googleapis.com/auth/datamanager"
 MAX_MEMBERS = 10_000  # audience members per request

@@ -30,10 +30,10 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 
 from ..sync.errors import CrmsyncError, DestinationStopped
-from ..sync.model import ConnectionConfig, Duration, FieldType
-from ..sync.ratelimit import RollingWindow
-from ..sync.retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Destination, NoOptions, Op, Pull, Source, SourceState
+from .ratelimit import RollingWindow
+from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
 
 __all__ = ["OUTCOMES", "HubSpotConnection", "HubSpotListDestination",
            "HubSpotPropertyDestination", "HubSpotSource", "classify"]

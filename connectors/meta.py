@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..sync import identity as ident
 from ..sync.errors import DestinationStopped, Reject
-from ..sync.model import ConnectionConfig
-from ..sync.retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from ..sync.mapping.model import ConnectionConfig
+from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
+from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
 
 log = logging.getLogger("crmsync.meta")
 

@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..sync.errors import DestinationStopped
-from ..sync.model import ConnectionConfig, Duration, FieldType
-from ..sync.retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Context, Destination, Op, Pull, Source, SourceState
+from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
 
 __all__ = ["CampaignDestination", "FieldDestination", "SalesforceClient", "SalesforceConnection",
            "SalesforceSource", "classify"]

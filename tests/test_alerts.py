@@ -10,9 +10,9 @@ import httpx
 import pytest
 import respx
 
-from crmsync.sync.alerts import TIMEOUT, Event, payload, send
 from crmsync.sync.logs import redact
-from crmsync.sync.model import AlertConfig
+from crmsync.sync.mapping.model import AlertConfig
+from crmsync.sync.pipeline.alerts import TIMEOUT, Event, payload, send
 
 from conftest import write_csv, write_mapping
 
@@ -185,8 +185,8 @@ def test_each_kind_alone(kind):
 def test_environment_secrets_and_sdk_errors_are_masked_on_one_line(tmp_path):
     """A value the mapping read from the environment is masked wherever text is redacted
     (logs, history, alerts); an SDK's HTTP error becomes its status and body on one line."""
-    from crmsync.sync.loader import load
     from crmsync.sync.logs import error_text
+    from crmsync.sync.mapping.loader import load
 
     write_csv(tmp_path / "c.csv", ["id", "email"], [["k1", "a@x.example"]])
     m = write_mapping(tmp_path / "m.yaml", {

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crmsync.sync import validate
-from crmsync.sync.loader import load
+from crmsync.sync.mapping.loader import load
+from crmsync.sync.pipeline import checks
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "mappings" / "demo.yaml"
@@ -77,7 +77,7 @@ def test_bundled_contacts_are_the_documented_seed(tmp_path: Path) -> None:
 
 def test_demo_mapping_loads_and_validates() -> None:
     project = load(DEMO, env={})
-    errors = [p for p in validate.check(project) if p.severity == "error"]
+    errors = [p for p in checks.check(project) if p.severity == "error"]
     assert errors == []
     m = project.mapping
     assert len(m.segments) >= 10

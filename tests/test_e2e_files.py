@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from crmsync.sync.store import Store
+from crmsync.sync.store.database import Store
 
 from conftest import read_csv_keys, write_csv, write_mapping
 
@@ -342,7 +342,7 @@ def test_jsonl_source_with_lists(cli, tmp_path):
 
 
 def test_store_schema_is_versioned_and_migrates_once(tmp_path):
-    from crmsync.sync import store as store_mod
+    from crmsync.sync.store import database as store_mod
 
     first = store_mod.MIGRATIONS[:1]
     s = Store.open(tmp_path / "s.duckdb")

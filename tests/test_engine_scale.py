@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import duckdb
 
-from crmsync.sync.loader import load
-from crmsync.sync.runner import Runner
+from crmsync.sync.mapping.loader import load
+from crmsync.sync.pipeline.runner import Runner
 
 from conftest import write_mapping
 

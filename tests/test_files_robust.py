@@ -17,8 +17,8 @@ import pytest
 from crmsync.connectors.base import Context, SourceState
 from crmsync.connectors.files import CsvSource, FileOptions
 from crmsync.sync.errors import ConfigError
-from crmsync.sync.model import SourceConfig
-from crmsync.sync.store import Store
+from crmsync.sync.mapping.model import SourceConfig
+from crmsync.sync.store.database import Store
 
 from conftest import write_csv, write_mapping
 

@@ -19,9 +19,9 @@ from crmsync.connectors.google import (
     CustomerMatchOptions,
     GoogleAdsConnection,
 )
+from crmsync.connectors.ratelimit import RollingWindow
 from crmsync.sync.errors import ConfigError, DestinationStopped
-from crmsync.sync.model import DestinationConfig
-from crmsync.sync.ratelimit import RollingWindow
+from crmsync.sync.mapping.model import DestinationConfig
 
 from fakes.google import DataManagerFake, error, quota_error
 from fakes.server import Request, Response, route

@@ -15,7 +15,7 @@ from crmsync.connectors.hubspot import (
     HubSpotSource,
 )
 from crmsync.sync.errors import DestinationStopped
-from crmsync.sync.model import DestinationConfig, FieldType, SourceConfig
+from crmsync.sync.mapping.model import DestinationConfig, FieldType, SourceConfig
 from tests.fakes.hubspot import FakeHubSpot
 
 pytest.importorskip("hubspot")

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from crmsync.sync.store import Store
+from crmsync.sync.store.database import Store
 
 from conftest import write_mapping
 

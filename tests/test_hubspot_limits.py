@@ -9,8 +9,8 @@ import pytest
 
 from crmsync.connectors.base import Change, Op, SourceState
 from crmsync.connectors.hubspot import OUTCOMES, classify
+from crmsync.connectors.retry import Action
 from crmsync.sync.errors import DestinationStopped
-from crmsync.sync.retry import Action
 from tests.fakes.hubspot import FakeHubSpot
 from tests.test_hubspot import TOKEN, connection, list_dest, prop_dest, source
 

@@ -16,8 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crmsync.connectors.google import encode_identity
-from crmsync.sync.errors import Reject
-from crmsync.sync.identity import (
+from crmsync.connectors.identity import (
     google_email,
     google_family_name,
     google_given_name,
@@ -26,6 +25,7 @@ from crmsync.sync.identity import (
     google_region,
     hash_normalised,
 )
+from crmsync.sync.errors import Reject
 
 
 @pytest.mark.parametrize(("raw", "normalised"), [

@@ -1,4 +1,4 @@
-"""Golden vectors for Meta's normalisation (sync/identity.py, section "---- Meta").
+"""Golden vectors for Meta's normalisation (connectors/identity.py, section "---- Meta").
 
 Each vector cites the rule it follows:
   HASH  = https://developers.facebook.com/docs/marketing-api/audiences/guides/custom-audiences#hash
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from crmsync.sync import identity as ident
+from crmsync.connectors import identity as ident
 from crmsync.sync.errors import Reject
 
 SMITH = "6627835f988e2c5e50533d491163072d3f4f41f5c8b04630150debb3722ca2dd"  # PLAT

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from crmsync.sync import lint, loader
 from crmsync.sync.errors import Problem
+from crmsync.sync.mapping import lint, loader
 
 DATA = Path(__file__).parent / "data" / "validate"
 
 
 @pytest.fixture(scope="module")
 def project() -> loader.Project:
-    return loader.load(DATA / "lint.yaml", env={}, checked=False)
+    return loader.load(DATA / "lint.yaml", env={})
 
 
 def line_of(snippet: str) -> int:
@@ -56,14 +56,12 @@ def test_too_many_primary_segments(project):
 
 
 def test_static_is_quiet_on_a_governed_mapping():
-    good = loader.load(DATA / "good.yaml", env={"HUBSPOT_TOKEN": "x", "SLACK_WEBHOOK_URL": "y"},
-                       checked=False)
+    good = loader.load(DATA / "good.yaml", env={"HUBSPOT_TOKEN": "x", "SLACK_WEBHOOK_URL": "y"})
     assert lint.static(good) == []
 
 
 def test_default_limits_from_spec():
-    good = loader.load(DATA / "good.yaml", env={"HUBSPOT_TOKEN": "x", "SLACK_WEBHOOK_URL": "y"},
-                       checked=False)
+    good = loader.load(DATA / "good.yaml", env={"HUBSPOT_TOKEN": "x", "SLACK_WEBHOOK_URL": "y"})
     assert (good.mapping.lint.min_size, good.mapping.lint.max_primary_segments,
             good.mapping.lint.max_overlap) == (50, 12, 0.9)
     problems = lint.data(good, {"champions": 49, "at_risk": 50, "engaged": 60},

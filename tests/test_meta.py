@@ -17,9 +17,9 @@ from crmsync.connectors.meta import (  # noqa: E402
     CustomAudienceOptions,
     MetaConnection,
 )
+from crmsync.connectors.retry import RetryPolicy  # noqa: E402
 from crmsync.sync.errors import DestinationStopped, Reject  # noqa: E402
-from crmsync.sync.model import DestinationConfig  # noqa: E402
-from crmsync.sync.retry import RetryPolicy  # noqa: E402
+from crmsync.sync.mapping.model import DestinationConfig  # noqa: E402
 from tests.fakes.meta import FakeGraph, sha  # noqa: E402
 
 IDS = ["email", "phone", "first_name", "last_name", "country"]

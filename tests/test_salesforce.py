@@ -9,6 +9,7 @@ import pytest
 
 from crmsync.connectors import salesforce as sfmod
 from crmsync.connectors.base import Change, Context, Op, SourceState
+from crmsync.connectors.retry import RetryPolicy
 from crmsync.connectors.salesforce import (
     CampaignDestination,
     FieldDestination,
@@ -16,8 +17,7 @@ from crmsync.connectors.salesforce import (
     SalesforceSource,
 )
 from crmsync.sync.errors import DestinationStopped
-from crmsync.sync.model import DestinationConfig, FieldType, SourceConfig
-from crmsync.sync.retry import RetryPolicy
+from crmsync.sync.mapping.model import DestinationConfig, FieldType, SourceConfig
 
 from fakes.salesforce import FakeSalesforce, tls_pair
 
@@ -467,7 +467,7 @@ def test_outcome_table():
     from requests import ReadTimeout
     from simple_salesforce import exceptions as sfe
 
-    from crmsync.sync.retry import Action
+    from crmsync.connectors.retry import Action
 
     def err(cls, status, code, message="m"):
         return cls("https://x/", status, "query", [{"errorCode": code, "message": message}])

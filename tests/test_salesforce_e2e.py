@@ -13,7 +13,7 @@ from conftest import write_mapping
 pytest.importorskip("simple_salesforce")
 
 from crmsync.connectors import salesforce as sfmod  # noqa: E402
-from crmsync.sync.retry import RetryPolicy  # noqa: E402
+from crmsync.connectors.retry import RetryPolicy  # noqa: E402
 
 from fakes.salesforce import FakeSalesforce, tls_pair  # noqa: E402
 

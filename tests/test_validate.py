@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from crmsync import connectors
-from crmsync.sync import loader, validate
 from crmsync.sync.errors import ConfigError, CrmsyncError, Problem
-from crmsync.sync.model import OPERATORS, ConnectionConfig, FieldType
+from crmsync.sync.mapping import loader, validate
+from crmsync.sync.mapping.model import OPERATORS, ConnectionConfig, FieldType
+from crmsync.sync.pipeline import checks
 
 DATA = Path(__file__).parent / "data" / "validate"
 ENV = {"HUBSPOT_TOKEN": "pat-from-env", "META_TOKEN": "meta-from-env",
@@ -32,9 +33,9 @@ def fields_for(project: loader.Project, extra: tuple[str, ...] = ("id", "email",
 
 def run(name: str, env: dict | None = None, fields: dict | None | str = "schema"
         ) -> tuple[loader.Project, list[Problem]]:
-    project = loader.load(DATA / name, env=ENV if env is None else env, checked=False)
+    project = loader.load(DATA / name, env=ENV if env is None else env)
     known = fields_for(project) if fields == "schema" else fields
-    return project, validate.check(project, known)
+    return project, checks.check(project, known)
 
 
 def line_of(name: str, snippet: str) -> int:
@@ -143,7 +144,7 @@ def test_good_mapping_with_real_registry_has_no_errors():
 
 
 def test_score_fields():
-    project = loader.load(DATA / "good.yaml", env=ENV, checked=False)
+    project = loader.load(DATA / "good.yaml", env=ENV)
     assert validate.score_fields(project, "crm") == {
         "rfm.r": T.number, "rfm.f": T.number, "rfm.m": T.number, "rfm.score": T.string,
         "rfm.segment": T.enumeration, "engagement": T.number}
@@ -252,8 +253,8 @@ def test_yaml_dates_and_epoch_millis_are_valid_dates(tmp_path):
         "- { field: signup, gte: 1767225600000 }\n        - { field: signup, lt: 2026-03-01 }")
     (tmp_path / "m.yaml").write_text(text)
     (tmp_path / "blocklist.csv").write_text("key\n")
-    project = loader.load(tmp_path / "m.yaml", env=ENV, checked=False)
-    assert errors(validate.check(project, fields_for(project))) == []
+    project = loader.load(tmp_path / "m.yaml", env=ENV)
+    assert errors(checks.check(project, fields_for(project))) == []
 
 
 # ---------------------------------------------------------------- references
@@ -399,7 +400,7 @@ def test_secret_fields_include_optional_ones():
 
 def _mapping(tmp_path: Path, text: str) -> loader.Project:
     (tmp_path / "m.yaml").write_text(text)
-    return loader.load(tmp_path / "m.yaml", env=ENV, checked=False)
+    return loader.load(tmp_path / "m.yaml", env=ENV)
 
 
 SCORES = """version: 1
@@ -432,7 +433,7 @@ segments:
 
 def test_scores_and_sources(tmp_path, registry):
     project = _mapping(tmp_path, SCORES)
-    problems = validate.check(project, {"crm": {"id": T.string, **project.mapping.sources[
+    problems = checks.check(project, {"crm": {"id": T.string, **project.mapping.sources[
         "crm"].schema_}})
     p = at(problems, "scores.rfm.recency")
     assert p.message == "recency field 'orders' is number, not date or datetime"
@@ -454,7 +455,7 @@ def test_score_field_from_another_source_names_it(tmp_path):
                                                "    type: weighted\n    source: web")
     project = _mapping(tmp_path, text.replace("  rfm:\n    type: rfm\n",
                                               "  rfm:\n    type: rfm\n    source: web\n"))
-    problems = validate.check(project, {"crm": {"id": T.string}, "web": {"id": T.string}})
+    problems = checks.check(project, {"crm": {"id": T.string}, "web": {"id": T.string}})
     p = at(problems, "segments.s.where.field")
     assert p.message == "unknown field 'rfm.r' in source 'crm'"
     assert p.fix == "that score is computed on source 'web'; set source: web"
@@ -462,9 +463,9 @@ def test_score_field_from_another_source_names_it(tmp_path):
 
 def test_field_known_with_unknown_type_gets_no_type_checks():
     """Platform sources list `properties:` whose types only the platform knows: None."""
-    project = loader.load(DATA / "conditions.yaml", env=ENV, checked=False)
+    project = loader.load(DATA / "conditions.yaml", env=ENV)
     fields = {"crm": {**fields_for(project)["crm"], "stage": None, "order_count": None}}
-    paths = {p.path for p in validate.check(project, fields)}
+    paths = {p.path for p in checks.check(project, fields)}
     assert "segments.ops.where.any[0].gte" not in paths  # stage: type unknown
     assert "segments.values.where.all[0].eq" not in paths  # order_count: 'abc' may be fine
     assert "segments.typos.where.all[1].field" in paths  # ordr_count still unknown
@@ -493,10 +494,10 @@ def test_any_operator_value_gives_problems_never_exceptions(field, op, value):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "m.yaml").write_text(text)
         try:
-            project = loader.load(Path(tmp) / "m.yaml", env=ENV, checked=False)
+            project = loader.load(Path(tmp) / "m.yaml", env=ENV)
         except ConfigError:
             return
-        problems = validate.check(project, fields_for(project))
+        problems = checks.check(project, fields_for(project))
     for p in problems:
         assert p.line and p.fix and p.path
 
@@ -513,7 +514,7 @@ groups:
   g:
     segments: [a, b]
 """)
-    p = at(validate.check(project), "groups.g.segments")
+    p = at(checks.check(project), "groups.g.segments")
     assert p.message == "group 'g' mixes segments of sources crm, web" and p.line == 10
 
 
@@ -532,9 +533,9 @@ def test_yaml_numbers_keep_how_they_were_written():
     not octal on a number field either (YAML 1.2)."""
     import yaml
 
-    from crmsync.sync.loader import YamlLoader
-    from crmsync.sync.model import FieldType
-    from crmsync.sync.values import parse_value
+    from crmsync.sync.mapping.loader import YamlLoader
+    from crmsync.sync.mapping.model import FieldType
+    from crmsync.sync.mapping.values import parse_value
 
     doc = yaml.load("zip: 02134\nprice: 1.50\n", Loader=YamlLoader)
     assert parse_value(doc["zip"], FieldType.string) == "02134"

@@ -5,7 +5,7 @@ known fields and the fields scores derive), unknown segment / group / connection
 destination names, cycles between segments, operator values (durations, dates, percents,
 lists, pairs, regular expressions), operators that do not fit the field's type, values that
 cannot be parsed as the field's type, connection and connector options (through the
-registered connector classes), literal secrets, consent fields, identifiers and suppression
+connector classes of the ``catalog`` given, e.g. the ``crmsync.connectors`` registry), literal secrets, consent fields, identifiers and suppression
 files. Each Problem names file:line, the document path and a fix.
 """
 
@@ -15,12 +15,11 @@ import json
 import os
 import typing
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from .. import connectors
-from .errors import CrmsyncError, Problem
+from ..errors import CrmsyncError, Problem
 from .loader import Project, model_keys, pydantic_problems
 from .model import (
     OPERATORS,
@@ -79,10 +78,20 @@ def score_fields(project: Project, source: str) -> dict[str, FieldType]:
     return out
 
 
-def check(project: Project, fields: _Fields | None = None) -> list[Problem]:
+class Catalog(Protocol):
+    """The connector classes by kind and type name (``crmsync.connectors`` is one)."""
+
+    def names(self, kind: str) -> Any: ...
+
+    def load(self, kind: str, name: str) -> type: ...
+
+
+def check(project: Project, fields: _Fields | None = None, catalog: Catalog | None = None
+          ) -> list[Problem]:
     """Every semantic problem of ``project``. ``fields``: per source name, its known fields
-    and their types; a source missing from it gets no field-existence checks."""
-    c = _Checker(project, fields or {})
+    and their types; a source missing from it gets no field-existence checks. ``catalog``:
+    the connector classes whose options and connections are checked (None: not checked)."""
+    c = _Checker(project, fields or {}, catalog)
     for step in (c.sources, c.scores, c.segments, c.cycles, c.groups, c.suppressions,
                  c.destinations, c.connections, c.alerts):
         step()
@@ -90,8 +99,8 @@ def check(project: Project, fields: _Fields | None = None) -> list[Problem]:
 
 
 class _Checker:
-    def __init__(self, project: Project, fields: _Fields):
-        self.p, self.m, self.fields = project, project.mapping, fields
+    def __init__(self, project: Project, fields: _Fields, catalog: Catalog | None):
+        self.p, self.m, self.fields, self.catalog = project, project.mapping, fields, catalog
         self.problems: list[Problem] = []
 
     # ------------------------------------------------------------ helpers
@@ -145,12 +154,14 @@ class _Checker:
 
     def connector(self, kind: str, type_name: str, path: str) -> type | None:
         """The registered class for ``type_name``; unknown = error, unloadable = warning."""
-        registered = list(connectors.names(kind))
+        if self.catalog is None:
+            return None
+        registered = list(self.catalog.names(kind))
         if type_name not in registered:
             self.unknown_name(path, f"{kind} type", type_name, registered)
             return None
         try:
-            return connectors.load(kind, type_name)
+            return self.catalog.load(kind, type_name)
         except Exception as exc:  # missing module or SDK, half-written plugin: never crash
             detail = str(exc) if isinstance(exc, CrmsyncError) else f"{type(exc).__name__}: {exc}"
             self.err(path, f"cannot check {kind} '{type_name}': {detail}",

@@ -14,7 +14,7 @@ from datetime import date
 
 import phonenumbers
 
-from .errors import Reject
+from ..sync.errors import Reject
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

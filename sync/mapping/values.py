@@ -8,6 +8,7 @@ multi: ``;``-separated, trimmed, lower-cased items. Anything else is unknown (NU
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,24 +23,6 @@ TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 SQL_TYPES = {FieldType.string: "VARCHAR", FieldType.enumeration: "VARCHAR",
              FieldType.number: "DOUBLE", FieldType.bool: "BOOLEAN", FieldType.date: "TIMESTAMP",
              FieldType.datetime: "TIMESTAMP", FieldType.multi: "VARCHAR[]"}
-
-
-def q(name: str) -> str:
-    """Quote an identifier for DuckDB."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(value: Any) -> str:
-    """A SQL literal for a Python value."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(float(value))
-    if isinstance(value, datetime):
-        return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 #: what Python's str.isspace() calls whitespace, as an RE2 class
@@ -82,8 +65,6 @@ def typed_sql(col: str, ftype: FieldType, *, stripped: bool = False) -> str:
 
 
 def parse_number(v: Any) -> float | None:
-    import re
-
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float):
@@ -108,8 +89,6 @@ def parse_datetime(v: Any, *, as_date: bool = False) -> datetime | None:
 
 
 def _parse_datetime(v: Any, as_date: bool) -> datetime | None:
-    import re
-
     if isinstance(v, datetime):
         dt = v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
     elif isinstance(v, date):

@@ -21,10 +21,14 @@ from typing import Any
 
 import duckdb
 
-from .errors import ConfigError
-from .loader import Project
-from .model import FieldCond, FieldType, walk
-from .rules import (
+from ..errors import ConfigError
+from ..mapping.loader import Project
+from ..mapping.model import FieldCond, FieldType, walk
+from ..mapping.values import typed_sql
+from ..sql import lit, q
+from ..store.database import Store
+from ..store.snapshot import CHECKED, snap
+from .compiler import (
     Compiler,
     percent_of,
     rfm_columns,
@@ -33,8 +37,6 @@ from .rules import (
     threshold_agg,
     weighted_sql,
 )
-from .store import CHECKED, Store, snap
-from .values import lit, q, typed_sql
 
 
 def holdout_sql(segment: str, percent: float) -> str:
@@ -78,7 +80,7 @@ class Evaluation:
 
     def id_column(self, source: str, fld: str) -> str:
         """The column holding identifier field ``fld`` as text for destinations,
-        the field itself or ``t:<field>`` (see ``store.TEXT_KEPT``)."""
+        the field itself or ``t:<field>`` (see ``store.snapshot.TEXT_KEPT``)."""
         return self.id_columns.get(source, {}).get(fld, fld)
 
     def _carried(self, source: str) -> list[str]:
@@ -116,7 +118,7 @@ class Evaluation:
                 "older crmsync", "run `crmsync plan` without --offline once (a full pull)")])
         # the snapshot is stored typed (Store.write_pull): the key is a field like any other
         # (conditions may name it), identifiers go to destinations as text, not as their
-        # typed value (a zip typed number stays "02134"; see store.TEXT_KEPT)
+        # typed value (a zip typed number stays "02134"; see store.snapshot.TEXT_KEPT)
         extra = [f"{typed_sql('_key', schema.get(key_field, FieldType.string), stripped=True)}"
                  f" AS {q(key_field)}"]
         texts: dict[str, str] = {}

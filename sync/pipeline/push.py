@@ -9,16 +9,18 @@ followed by a re-run converges with nothing lost and nothing sent twice that mat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..connectors.base import BatchResult, Change, Destination, Op
-from .engine import Evaluation
-from .errors import Reject
-from .model import DestinationConfig, FieldType
-from .values import lit, q, typed_sql
+from ...connectors.base import Change, Destination, Op
+from ..errors import Reject
+from ..mapping.model import DestinationConfig, FieldType
+from ..mapping.values import typed_sql
+from ..segments.engine import Evaluation
+from ..sql import lit, q
 
 
 @dataclass
@@ -166,6 +168,7 @@ class DestinationSync:
         self.desired_sql = ""  # set by plan()
         self.source = self.cands.source
         self.source_cfg = ev.project.mapping.sources[self.source]
+        self.ledger = ev.store.ledger(cfg.name)
 
     # ------------------------------------------------------------ desired + diff
     def plan(self) -> DestPlan:
@@ -191,36 +194,9 @@ class DestinationSync:
             self._encode_python(base, icols, p)
             base, value, fp = f"SELECT * FROM {t}_desired", "d.value", "d.fp"
         self.desired_sql = base
-        d = f"({base}) d"
-        led = f"(SELECT * FROM ledger WHERE dest = {lit(cfg.name)})"
-
-        def add(fp: str) -> str:
-            # 'pending' / 'removing': a batch was sent but its ack never checkpointed (a
-            # crash): the platform may or may not hold them, so they are re-added or removed
-            # again (both idempotent on every platform)
-            return (f"l.key IS NULL OR l.state IN ('pending', 'removing') "
-                    f"OR (l.state = 'rejected' AND l.fp IS DISTINCT FROM {fp})")
-
-        kept = "l.state IN ('member', 'preexisting')"
-        gone = (f"FROM {led} l ANTI JOIN {d} USING (key) "
-                f"WHERE l.state IN ('member', 'pending', 'removing')")
-        mirror = cfg.mode == "mirror"
-        p.diff_table, p.diff_sql = f"{t}_diff", f"""
-            SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, {fp} AS fp
-              FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}
-            UNION ALL SELECT 'update', d.key, d.label, {value}, l.value, {fp}
-              FROM {d} JOIN {led} l USING (key) WHERE {kept} AND l.fp IS DISTINCT FROM {fp}
-            {f"UNION ALL SELECT 'remove', l.key, NULL, NULL, l.value, l.fp {gone}" if mirror
-             else ""}"""
-        # the fingerprint only where the ledger has the contact (CASE evaluates lazily)
-        matched = (f"SELECT l.key, l.state, l.fp, CASE WHEN l.key IS NOT NULL THEN {fp} END "
-                   f"AS dfp FROM {d} LEFT JOIN {led} l USING (key)")
-        row = con.execute(f"""SELECT count(*), count(*) FILTER (WHERE {add('dfp')}),
-              count(*) FILTER (WHERE {kept} AND l.fp IS DISTINCT FROM dfp),
-              count(*) FILTER (WHERE {kept} AND l.fp IS NOT DISTINCT FROM dfp),
-              (SELECT count(*) {gone}) * {int(mirror)},
-              (SELECT count(*) FROM {led} WHERE state = 'member')
-            FROM ({matched}) l""").fetchone()
+        diff = self.ledger.diff(base, value, fp, cfg.mode == "mirror")
+        p.diff_table, p.diff_sql = f"{t}_diff", diff.rows
+        row = con.execute(diff.counts).fetchone()
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
         return p
 
@@ -235,30 +211,17 @@ class DestinationSync:
         struct = "{" + ", ".join(f"{lit(n)}: {c}" for n, c in icols.items()) + "}"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_in AS SELECT key, label, "
                     f"to_json({struct}) AS ident, md5(to_json({struct})) AS fp FROM ({base})")
-        new = con.execute(f"SELECT DISTINCT i.fp, i.ident FROM {t}_in i ANTI JOIN "
-                          f"(SELECT fp FROM identity_cache WHERE encoder = ?) c USING (fp)",
-                          [enc]).fetchall()
-        if new:
-            import json
+        cache = self.ev.store.identity_cache(enc)
 
-            fps, vals, reasons = [], [], []
-            for fp, ident in new:
-                data = {**json.loads(ident), "phone_region": region}
-                try:
-                    v, r = self.dest.encode(data), None
-                except Reject as exc:
-                    v, r = None, exc.reason
-                fps.append(fp)
-                vals.append(v)
-                reasons.append(r)
-            con.execute("INSERT OR REPLACE INTO identity_cache SELECT ?, unnest(?), unnest(?), "
-                        "unnest(?)", [enc, fps, vals, reasons])
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_desired AS
-            SELECT i.key, i.label, c.value, i.fp FROM {t}_in i JOIN identity_cache c
-              ON c.encoder = {lit(enc)} AND c.fp = i.fp WHERE c.reason IS NULL""")
-        rejected = con.execute(f"""SELECT i.key, c.reason FROM {t}_in i JOIN identity_cache c
-              ON c.encoder = {lit(enc)} AND c.fp = i.fp WHERE c.reason IS NOT NULL
-              ORDER BY i.key""").fetchall()
+        def encode(ident: str) -> tuple[str | None, str | None]:
+            try:
+                return self.dest.encode({**json.loads(ident), "phone_region": region}), None
+            except Reject as exc:
+                return None, exc.reason
+
+        cache.fill(f"{t}_in", encode)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_desired AS {cache.encoded(f'{t}_in')}")
+        rejected = cache.refused(f"{t}_in")
         p.no_identifier += len(rejected)
         p.rejects = [(k, f"no_identifier: {r}") for k, r in rejected]
 
@@ -267,7 +230,6 @@ class DestinationSync:
         """Send the diff in batches; checkpoint the ledger after each acknowledged batch."""
         out = {"adds": 0, "removes": 0, "updates": 0, "rejected": 0, "deferred": 0}
         rejects = [*self.without_identifier(), *plan.rejects]
-        store, name = self.ev.store, self.cfg.name
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
@@ -278,26 +240,23 @@ class DestinationSync:
                 # ledger is written from the store's own rows, not from Python lists
                 rng = Batch(f"FROM {plan.diff(self.con)} WHERE op = ? AND key BETWEEN ? AND ?",
                             [op.value, batch[0][0], batch[-1][0]], batch)
-                unacked = self.unacked(op, rng)
+                unacked = self.ledger.unacked(op, rng.rows, rng.params)
                 retries = self.dest.ctx.meter.retries
-                self.intend(op, rng, now)
+                self.ledger.intend(op, rng.rows, rng.params, now)
                 result = self.dest.write(op, changes)
                 if result.preexisting:
                     # "already a member" after a try whose answer was lost (a retry in this
                     # run, or a run that crashed after sending): crmsync's own add, most likely
                     retried = self.dest.ctx.meter.retries > retries
                     result.preexisting -= set(result.preexisting) if retried else unacked
-                self.checkpoint(op, rng, result, now)
+                self.ledger.checkpoint(op, rng.rows, rng.params, batch, result, now)
                 n_done = len(result.done)
                 out[{"add": "adds", "remove": "removes", "update": "updates"}[op.value]] += n_done
                 out["rejected"] += len(result.rejected)
                 out["deferred"] += len(result.deferred)
                 rejects += sorted(result.rejected.items())
                 rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
-        # forget ledger rows that only remembered rejects or pre-existing members now gone
-        store.con.execute(
-            f"DELETE FROM ledger WHERE dest = ? AND state IN ('rejected', 'preexisting') AND key "
-            f"NOT IN (SELECT key FROM ({self.desired_sql}))", [name])
+        self.ledger.drop_gone(self.desired_sql)
         out["rejects"] = rejects
         return out
 
@@ -313,67 +272,10 @@ class DestinationSync:
         why = f"no_identifier: no value for {' or '.join(ids)}"
         return [(k, why) for (k,) in rows]
 
-    def unacked(self, op: Op, b: Batch) -> set[str]:
-        """Keys of an add batch that an earlier run sent without seeing the answer."""
-        if op is not Op.ADD:
-            return set()
-        return {k for (k,) in self.ev.store.con.execute(
-            f"SELECT key FROM ledger WHERE dest = ? AND state = 'pending' AND key IN "
-            f"(SELECT key {b.rows})", [self.cfg.name, *b.params]).fetchall()}
-
-    def intend(self, op: Op, b: Batch, now: datetime) -> None:
-        """Write-ahead: mark a batch as in flight before sending it, so that a crash between
-        the platform applying it and our checkpoint is repaired by the next run."""
-        con, name = self.ev.store.con, self.cfg.name
-        if op is Op.ADD:
-            con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'pending', ? "
-                        f"{b.rows}", [name, now, *b.params])
-        elif op is Op.REMOVE:
-            con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
-                        f"(SELECT key {b.rows})", [name, *b.params])
-
-    def checkpoint(self, op: Op, b: Batch, result: BatchResult, now: datetime) -> None:
-        con, name = self.ev.store.con, self.cfg.name
-        whole = len(result.done) == len(b.batch) and result.done.keys() == b.keys()
-        with self.ev.store.transaction():
-            if op is Op.REMOVE:
-                if whole:
-                    con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
-                                f"(SELECT key {b.rows})", [name, *b.params])
-                elif result.done:
-                    con.execute("DELETE FROM ledger WHERE dest = ? AND key IN "
-                                "(SELECT unnest(?))", [name, list(result.done)])
-                kept = list(result.rejected) + list(result.deferred)
-                if kept:  # the platform refused: they are still members
-                    con.execute("UPDATE ledger SET state = 'member' WHERE dest = ? AND key IN "
-                                "(SELECT unnest(?))", [name, kept])
-                return
-            sent = {k: (v, fp) for k, _lb, v, _pv, fp in b.batch}  # key -> (value, fp)
-            if whole and not result.preexisting and not any(result.done.values()):
-                con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'member', "
-                            f"? {b.rows}", [name, now, *b.params])
-            elif result.done:
-                keys = list(result.done)
-                vals = [v if v is not None else sent[k][0] for k, v in result.done.items()]
-                fps = [sent[k][1] for k in keys]
-                states = ["preexisting" if k in result.preexisting else "member" for k in keys]
-                con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), "
-                            "unnest(?), unnest(?), ?", [name, keys, fps, vals, states, now])
-            rej = [k for k in result.rejected if op is Op.ADD]
-            if rej:
-                con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), NULL, "
-                            "'rejected', ?", [name, rej, [sent[k][1] for k in rej], now])
-
     def resync_from_remote(self) -> bool:
         """After ``resync``: the remote's members become the ledger (when readable)."""
         keys = self.dest.members()
         if keys is None:
             return False
-        keys = list(keys)
-        fp = "''" if self.dest.value == "none" else "NULL"
-        with self.ev.store.transaction() as con:
-            con.execute("DELETE FROM ledger WHERE dest = ?", [self.cfg.name])
-            if keys:
-                con.execute(f"INSERT INTO ledger SELECT ?, unnest(?), {fp}, NULL, 'member', ?",
-                            [self.cfg.name, keys, self.ev.now])
+        self.ledger.replace(keys, "''" if self.dest.value == "none" else "NULL", self.ev.now)
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .store import Store
+from ..store.database import Store
 
 CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;
@@ -32,13 +32,10 @@ def _table(head: list[str], rows: list[list[Any]], raw: bool = False) -> str:
 
 def render(store: Store, segments: dict[str, dict[str, int]],
            overlap: dict[tuple[str, str], int], title: str) -> str:
-    con = store.con
     parts = [f"<h1>{escape(title)}</h1>", "<h2>Segment sizes over time</h2>"]
     rows = []
     for seg, cur in segments.items():
-        hist = [r[0] for r in con.execute(
-            "SELECT matched FROM segment_sizes WHERE segment = ? ORDER BY run_id", [seg])
-            .fetchall()][-50:]
+        hist = store.size_history(seg, 50)
         rows.append([escape(seg), cur["matched"], cur["held_out"], _spark(hist)])
     parts.append(_table(["segment", "matched", "held out", "last runs"], rows, raw=True))
     names = list(segments)
@@ -54,21 +51,14 @@ def render(store: Store, segments: dict[str, dict[str, int]],
                        f"{n}</span>")
         cells.append(row)
     parts.append(_table(["", *names], cells, raw=True))
-    moves = con.execute(
-        "SELECT from_segment, to_segment, contacts FROM transitions WHERE run_id = "
-        "(SELECT max(run_id) FROM transitions) ORDER BY contacts DESC").fetchall()
+    moves = store.last_moves()
     parts.append("<h2>Migrations between segments (last run)</h2>")
-    parts.append(_table(["from", "to", "contacts"], [list(m) for m in moves]) if moves
+    parts.append(_table(["from", "to", "contacts"], moves) if moves
                  else "<p>No moves recorded yet.</p>")
     parts.append("<h2>Last runs per destination</h2>")
-    last = con.execute(
-        "SELECT d.dest, r.started_at, d.status, d.adds, d.removes, d.updates, d.rejected, "
-        "d.deferred, d.calls, d.retries, round(d.duration_s, 2), coalesce(d.message, '') "
-        "FROM run_destinations d JOIN runs r USING (run_id) "
-        "QUALIFY row_number() OVER (PARTITION BY d.dest ORDER BY r.run_id DESC) <= 5 "
-        "ORDER BY d.dest, r.run_id DESC").fetchall()
+    last = store.last_runs(5)
     parts.append(_table(["destination", "started", "status", "adds", "removes", "updates",
                          "rejected", "deferred", "calls", "retries", "seconds", "message"],
-                        [list(r) for r in last]))
+                        last))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")

@@ -1,34 +1,50 @@
 """`crmsync validate`: load (shape), then semantics and governance lint. No network.
 
-The same checks guard every other command: ``loader.load`` calls ``require_valid``, so a
-mapping that validate rejects (an unknown field, a missing file, a key column absent from it)
-stops before any pull or API call, with validate's own messages and exit code 2.
+The same checks guard every other command: ``Runner`` calls ``require_valid`` with the
+sources it builds (once per run, the same objects then pull), so a mapping that validate
+rejects (an unknown field, a missing file, a key column absent from it) stops before any
+pull or API call, with validate's own messages and exit code 2.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
-from .errors import ConfigError, CrmsyncError, Problem
-from .loader import Project, load
-from .model import FieldType, did_you_mean
+from ... import connectors
+from ...connectors.base import Source
+from ..clock import utcnow
+from ..errors import ConfigError, CrmsyncError, Problem
+from ..mapping import lint, validate
+from ..mapping.loader import Project, load
+from ..mapping.model import FieldType, did_you_mean
+from ..store.database import Store
+from .build import make_source
 
 _Fields = dict[str, dict[str, FieldType | None]]
 
 
-def known_fields(project: Project, pull: bool = True) -> tuple[_Fields, list[Problem]]:
+def build_sources(project: Project, now: datetime) -> dict[str, Source | None]:
+    """Each source of the mapping, built once; None where it cannot be built (bad options,
+    connection or SDK: ``validate`` says which)."""
+    out: dict[str, Source | None] = {}
+    for name in project.mapping.sources:
+        try:
+            out[name] = make_source(project, name, now)
+        except Exception:
+            out[name] = None
+    return out
+
+
+def known_fields(project: Project, sources: dict[str, Source | None], pull: bool = True
+                 ) -> tuple[_Fields, list[Problem]]:
     """Per source, the fields known without network (files: their header typed by schema:),
     and the problems found reading them (a file missing or unreadable, the key absent).
     ``pull=False``: a file that cannot be read is known by its stored snapshot, if any."""
-    from .runner import make_source, utcnow
-
     out: _Fields = {}
     problems: list[Problem] = []
     for name, cfg in project.mapping.sources.items():
-        try:
-            src = make_source(project, name, utcnow())
-        except Exception:  # bad options, connection or SDK: validate says which
-            src = None
+        src = sources.get(name)
         declared = None
         if src is not None:
             try:
@@ -55,8 +71,6 @@ def known_fields(project: Project, pull: bool = True) -> tuple[_Fields, list[Pro
 
 def _stored_fields(project: Project, source: str) -> list[str] | None:
     """The fields of the stored snapshot of ``source`` (None: no store or no snapshot)."""
-    from .store import Store
-
     if not project.store_path.exists():
         return None
     try:
@@ -81,18 +95,23 @@ def _key_problem(project: Project, source: str, key: str, fields: list[str]) -> 
                            + ("" if given else " (no key: given, so 'id' is expected)"), fix)
 
 
-def problems_of(project: Project, pull: bool = True) -> list[Problem]:
+def check(project: Project, fields: _Fields | None = None) -> list[Problem]:
+    """``mapping.validate.check`` with the installed connectors' classes."""
+    return validate.check(project, fields, connectors)
+
+
+def problems_of(project: Project, sources: dict[str, Source | None], pull: bool = True
+                ) -> list[Problem]:
     """Every problem of a loaded mapping but lint: its sources' files, then semantics."""
-    from . import validate
-
-    fields, found = known_fields(project, pull)
-    return found + validate.check(project, fields)
+    fields, found = known_fields(project, sources, pull)
+    return found + check(project, fields)
 
 
-def require_valid(project: Project, pull: bool = True) -> None:
+def require_valid(project: Project, sources: dict[str, Source | None], pull: bool = True
+                  ) -> None:
     """Raise ``ConfigError`` with every error ``validate`` would report (warnings pass);
     ``pull=False``: as ``known_fields``."""
-    errors = [p for p in problems_of(project, pull) if p.severity == "error"]
+    errors = [p for p in problems_of(project, sources, pull) if p.severity == "error"]
     if errors:
         raise ConfigError(errors)
 
@@ -100,9 +119,7 @@ def require_valid(project: Project, pull: bool = True) -> None:
 def check_project(path: Path) -> list[Problem]:
     """Every problem of a mapping file, errors and warnings. Raises nothing for bad input."""
     try:
-        project = load(path, checked=False)
+        project = load(path)
     except ConfigError as exc:
         return exc.problems
-    from . import lint
-
-    return problems_of(project) + lint.static(project)
+    return problems_of(project, build_sources(project, utcnow())) + lint.static(project)

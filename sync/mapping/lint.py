@@ -8,7 +8,7 @@ pairs of segments so alike (Jaccard) that they should be merged.
 
 from __future__ import annotations
 
-from .errors import Problem
+from ..errors import Problem
 from .loader import Project
 
 __all__ = ["data", "jaccard", "primary_segments", "static"]

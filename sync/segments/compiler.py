@@ -13,7 +13,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from .model import (
+from ..mapping.model import (
     AllOf,
     AnyOf,
     Condition,
@@ -26,7 +26,8 @@ from .model import (
     is_duration,
     parse_duration,
 )
-from .values import lit, parse_value, q
+from ..mapping.values import parse_value
+from ..sql import lit, q
 
 ORDERED = (FieldType.number, FieldType.date, FieldType.datetime)
 TEXT = (FieldType.string, FieldType.enumeration)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from .errors import DestinationStopped
+from ..sync.errors import DestinationStopped
 
 T = TypeVar("T")
 

@@ -8,82 +8,28 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
-from pydantic import BaseModel, ValidationError
 
-from .. import connectors
-from ..connectors.base import Context, Destination, Meter, Source, SourceState
-from .engine import Evaluation
-from .errors import ConfigError, CrmsyncError, DestinationStopped
-from .loader import Project, pydantic_problems
-from .logs import error_text, one_line
-from .model import ConnectionConfig, DestinationConfig
+from ...connectors.base import Destination, SourceState
+from ..clock import iso, utcnow
+from ..errors import ConfigError, CrmsyncError, DestinationStopped
+from ..logs import error_text, one_line
+from ..mapping.loader import Project
+from ..mapping.model import DestinationConfig
+from ..segments.engine import Evaluation
+from ..sql import lit, q
+from ..store.database import Store
+from ..store.ledger import Ledger
+from ..store.snapshot import layout
+from .alerts import Event, send
+from .build import make_destination, make_source
+from .checks import build_sources, require_valid
 from .push import DestinationSync, DestPlan, count_all
-from .store import Store, layout
-from .values import lit, q
 
 log = logging.getLogger("crmsync")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-
-def iso(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---------------------------------------------------------------- building connectors
-
-
-def _options(project: Project, path: str, cls: type, raw: dict[str, Any]) -> BaseModel:
-    try:
-        return cls.Options.model_validate(raw)
-    except ValidationError as exc:
-        parts = tuple(int(p[1:-1]) if p.startswith("[") else p for p in
-                      path.replace("[", ".[").split(".") if p)
-        raise ConfigError([project.problem(p.path, p.message, p.fix) for p in
-                           pydantic_problems(exc, parts, cls.Options, str(project.path))]) from None
-
-
-def connection(project: Project, name: str) -> tuple[ConnectionConfig, dict[str, str]]:
-    """The typed connection ``name`` and its field -> ${VAR} map."""
-    raw = project.mapping.connections[name]
-    cls = connectors.load("connection", raw.type)
-    try:
-        conn = cls.model_validate(raw.model_dump(by_alias=True))
-    except ValidationError as exc:
-        raise ConfigError([project.problem(p.path, p.message, p.fix) for p in pydantic_problems(
-            exc, ("connections", name), cls, str(project.path))]) from None
-    prefix = f"connections.{name}."
-    env = {k[len(prefix):]: v for k, v in project.env_vars.items() if k.startswith(prefix)}
-    return conn, env
-
-
-def _context(project: Project, conn_name: str | None, now: datetime
-             ) -> tuple[Context, ConnectionConfig | None]:
-    ctx = Context(now=now, base_dir=project.base_dir, meter=Meter())
-    if not conn_name:
-        return ctx, None
-    conn, ctx.env_var = connection(project, conn_name)
-    return ctx, conn
-
-
-def make_source(project: Project, name: str, now: datetime) -> Source:
-    cfg = project.mapping.sources[name]
-    ctx, conn = _context(project, cfg.connection, now)
-    cls = connectors.load("source", conn.type if conn else (cfg.type or "csv"))
-    return cls(name, cfg, _options(project, f"sources.{name}", cls, cfg.options), conn, ctx)
-
-
-def make_destination(project: Project, index: int, now: datetime) -> Destination:
-    cfg = project.mapping.destinations[index]
-    ctx, conn = _context(project, cfg.connection, now)
-    cls = connectors.load("destination", cfg.type)
-    return cls(cfg, _options(project, f"destinations[{index}]", cls, cfg.options), conn, ctx)
 
 
 # ---------------------------------------------------------------- results
@@ -155,11 +101,19 @@ class Runner:
     """Runs commands against one mapping and its store."""
 
     def __init__(self, project: Project, *, as_of: datetime | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, checked: bool = True,
+                 pull: bool = True):
+        """Build the mapping's sources (once: the checks read them, then the pulls) and,
+        unless ``checked=False`` (commands that only change the store), stop with every error
+        ``crmsync validate`` reports; then open the store. ``pull=False``: as
+        ``checks.known_fields``."""
         self.project = project
         self.started = utcnow()
         self.now = as_of or self.started
         self.progress = progress or (lambda msg: None)
+        self.sources = build_sources(project, self.now)
+        if checked:
+            require_valid(project, self.sources, pull)
         self.store = Store.open(project.store_path)
         self.pull_warnings: list[str] = []  # what the sources read but could not take as is
 
@@ -169,7 +123,9 @@ class Runner:
     # ------------------------------------------------------------ pull + evaluate
     def pull(self) -> None:
         for name in self.project.mapping.sources:
-            src = make_source(self.project, name, self.now)
+            src = self.sources.get(name)
+            if src is None:  # could not be built for the checks: now say why
+                src = make_source(self.project, name, self.now)
             identity = self.project.mapping.sources[name].identity.fields().values()
             self.progress(f"pulling {name}")
             t0 = time.monotonic()
@@ -219,7 +175,7 @@ class Runner:
         if not cfg.segment:
             return None
         cadence = self.project.mapping.segments[cfg.segment].cadence
-        _, last = self.store.dest_state(cfg.name)
+        last = self.store.ledger(cfg.name).saved().last_synced
         if cadence and last and self.now - last < cadence:
             return f"not due: synced {iso(last)}, cadence {cadence}"
         return None
@@ -296,8 +252,6 @@ class Runner:
         """Post the run's failures, tripped safeguards and segment moves to the alert URLs."""
         if not self.project.mapping.alerts:
             return
-        from .alerts import Event, send
-
         events = [Event.failure(d.name, d.message) for d in res.destinations
                   if d.status == "failed"]
         events += [Event.safeguard(d.name, d.plan.remove, d.plan.remove / max(d.plan.ledger, 1),
@@ -312,9 +266,7 @@ class Runner:
         """Sizes for history and the report; moves between segments since the last run, for
         every pair in an exclusive group and every transition an alert names."""
         con, m = self.store.con, self.project.mapping
-        for s, v in sizes.items():
-            con.execute("INSERT INTO segment_sizes VALUES (?, ?, ?, ?)",
-                        [run_id, s, v["matched"], v["held_out"]])
+        self.store.record_sizes(run_id, sizes)
         selects = [f"SELECT {lit(s)} AS segment, _key AS key FROM {ev.table(src)} "
                    f"WHERE {q('m:' + s)}" for s in m.segments
                    for src in [self.project.source_of("segments", s)]]
@@ -340,16 +292,18 @@ class Runner:
         try:
             dest = make_destination(self.project, i, self.now)
             sync = DestinationSync(ev, cfg, dest, i)
-            state, _ = self.store.dest_state(cfg.name)
-            opened = False
-            if not dry_run and (state.get("resync") or dest.needs_open(state)):
-                state, opened = self._open(dest, sync, state), True
+            ledger = self.store.ledger(cfg.name)
+            saved = ledger.saved()
+            state, opened = saved.state, False
+            if not dry_run and (saved.resync or dest.needs_open(state)):
+                state, _ = self._open(dest, sync, ledger, state, saved.resync)
+                opened = True
             out.plan = plan = sync.plan()
             if not dry_run and not opened and (plan.add or plan.remove or plan.update):
-                state, opened = self._open(dest, sync, state), True
-                if state.get("_resynced"):
+                state, resynced = self._open(dest, sync, ledger, state, False)
+                opened = True
+                if resynced:
                     out.plan = plan = sync.plan()
-            state.pop("_resynced", None)
             if why := self.tripped(cfg, plan, force):
                 out.status, out.message = "safeguard", why
             elif dry_run:
@@ -362,7 +316,7 @@ class Runner:
                 out.rejected, out.deferred = pushed["rejected"], pushed["deferred"]
                 out.readback = dest.readback() if opened else None
                 # the dict open() returned, as the destination left it (e.g. request ids)
-                self.store.save_dest_state(cfg.name, state, self.now)
+                ledger.save(state, self.now)
                 rejects = pushed["rejects"]
         except DestinationStopped as exc:
             out.status, out.message = "failed", one_line(str(exc))
@@ -403,18 +357,19 @@ class Runner:
                 f"({plan.remove / plan.ledger:.0%} > {limit:.0%}); "
                 f"nothing sent; rerun with --force to allow")
 
-    def _open(self, dest: Destination, sync: DestinationSync, state: dict[str, Any]
-              ) -> dict[str, Any]:
-        """Open the destination (find or create the remote object); after ``resync``, take the
-        remote's own membership as the ledger where the platform can list it."""
+    def _open(self, dest: Destination, sync: DestinationSync, ledger: Ledger,
+              state: dict[str, Any], resync: bool) -> tuple[dict[str, Any], bool]:
+        """Open the destination (find or create the remote object); on ``resync`` (asked for
+        by ``crmsync resync``, or by the destination, e.g. its file is gone), take the
+        remote's own membership as the ledger where the platform can list it. Returns the
+        state to remember and whether a resync was done."""
         self.progress(f"opening {dest.name}")
         state = dest.open(dict(state))
-        if state.pop("resync", False):
+        resync = bool(state.pop("resync", False)) or resync
+        if resync:
             sync.resync_from_remote()
-            state["_resynced"] = True
-        self.store.save_dest_state(dest.name, {k: v for k, v in state.items()
-                                               if k != "_resynced"})
-        return state
+        ledger.save(state)
+        return state, resync
 
     def _check_plan(self, plan: dict[str, Any]) -> Evaluation:
         """``apply``, under the lock: refuse (exit 2) a plan made with another mapping, over
@@ -466,4 +421,4 @@ class Runner:
         if name not in [d.name for d in self.project.mapping.destinations]:
             raise ConfigError([self.project.problem("destinations", f"no destination '{name}'")])
         with self.store.lock():
-            return self.store.forget(name)
+            return self.store.ledger(name).forget()

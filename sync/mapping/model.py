@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from .errors import Problem
+from ..errors import Problem
 
 # ---------------------------------------------------------------- scalar types
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import httpx
 
-from .logs import redact
-from .model import AlertConfig
+from ..logs import redact
+from ..mapping.model import AlertConfig
 
 __all__ = ["Event", "TIMEOUT", "payload", "send"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .errors import ConfigError, Problem
-from .logs import secret
+from ..errors import ConfigError, Problem
+from ..logs import secret
 from .model import Condition, DestinationConfig, Mapping, did_you_mean, parse_condition
 
 
@@ -297,14 +297,12 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
 # ---------------------------------------------------------------- load
 
 
-def load(path: str | Path, env: dict[str, str] | None = None, *, checked: bool = True,
-         pull: bool = True) -> Project:
-    """Load a mapping file and check its shape; then, unless ``checked=False``, every error
-    ``crmsync validate`` would report (``sync.checks``: semantics and the local files, no
-    network), so no command pulls or pushes on a mapping that validate rejects.
+def load(path: str | Path, env: dict[str, str] | None = None, *, pull: bool = True
+         ) -> Project:
+    """Load a mapping file and check its shape (semantics and the sources' files are
+    ``pipeline.checks``: every ``Runner`` runs them before any pull or API call).
     ``pull=False``, for commands that read only the store (``--offline``, ``history``...):
-    environment variables that are not set read as empty, and a source file that is gone is
-    known by the fields of its stored snapshot."""
+    environment variables that are not set read as empty."""
     path = Path(path)
     file = str(path)
     try:
@@ -360,8 +358,4 @@ def load(path: str | Path, env: dict[str, str] | None = None, *, checked: bool =
                 project.conditions[where_path] = cond
     if problems:
         raise ConfigError(located(problems))
-    if checked:
-        from .checks import require_valid
-
-        require_valid(project, pull)
     return project

@@ -1,0 +1,61 @@
+"""`crmsync segments` (sizes, overlap matrix, quality-gate findings) and the figures of
+`crmsync report`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..mapping import lint
+from ..pipeline.push import Candidates
+from ..sql import q
+
+
+def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
+    with runner.store.lock():
+        ev = runner.evaluate(offline)
+        project, con = runner.project, runner.store.con
+        sizes = ev.segment_sizes()
+        for v in sizes.values():
+            v["sent"] = 0
+        # sent: members that at least one of their destinations would receive (not held
+        # out, not suppressed, with consent and an identifier)
+        cands = [Candidates.of(ev, d) for d in project.mapping.destinations]
+        for source in project.mapping.sources:
+            union = " UNION ALL ".join(f"SELECT key, label FROM ({c.desired(ev.table(source))})"
+                                       for c in cands if c.source == source)
+            if union:
+                for label, n in con.execute(f"SELECT label, count(DISTINCT key) FROM ({union}) "
+                                            f"GROUP BY label").fetchall():
+                    sizes[label]["sent"] = int(n)
+        overlaps: dict[tuple[str, str], int] = {}
+        for source in project.mapping.sources:
+            segs = [s for s in project.mapping.segments
+                    if project.source_of("segments", s) == source]
+            pairs = [(a, b) for i, a in enumerate(segs) for b in segs[i + 1:]]
+            if not pairs:
+                continue
+            sel = ", ".join(f"count(*) FILTER (WHERE {q('m:' + a)} AND {q('m:' + b)})"
+                            for a, b in pairs)
+            row = con.execute(f"SELECT {sel} FROM {ev.table(source)}").fetchone()
+            overlaps.update({p: int(n) for p, n in zip(pairs, row, strict=True)})
+    findings = lint.static(project) + lint.data(
+        project, {s: v["matched"] for s, v in sizes.items()}, overlaps)
+    return {"segments": sizes, "_overlaps": overlaps,
+            "overlap": {f"{a}|{b}": n for (a, b), n in overlaps.items() if n},
+            "findings": [p.to_dict() for p in findings], "warnings": ev.warnings}
+
+
+def render_overlap(sizes: dict[str, dict[str, int]], overlaps: dict[tuple[str, str], int]
+                   ) -> str:
+    """The overlap matrix as text: members in both segments (the diagonal: matched)."""
+    names = list(sizes)
+    both = {**overlaps, **{(b, a): n for (a, b), n in overlaps.items()}}
+    cells = [[str(sizes[a]["matched"] if a == b else both.get((a, b), "")) for b in names]
+             for a in names]
+    width = max([len(str(len(names))) + 2, *(len(c) for row in cells for c in row)])
+    label = max(len(n) for n in names) + len(str(len(names))) + 3
+    lines = ["overlap (contacts in both segments; the diagonal: matched):",
+             " " * label + " ".join(f"[{j}]".rjust(width) for j in range(1, len(names) + 1))]
+    for i, (a, row) in enumerate(zip(names, cells, strict=True), 1):
+        lines.append(f"[{i}] {a}".ljust(label) + " ".join(c.rjust(width) for c in row))
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Run history: runs, each destination's figures and rejects per run, segment sizes and
+the moves between segments from one run to the next."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from ..clock import iso
+from ..logs import one_line, redact
+from .snapshot import KEY_SAMPLE
+
+
+class History:
+    """The history part of ``Store`` (``con`` and ``transaction`` are the store's)."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def transaction(self) -> Any: ...
+
+    def record_sizes(self, run_id: int, sizes: dict[str, dict[str, int]]) -> None:
+        """Each segment's matched and held-out counts in run ``run_id``."""
+        for s, v in sizes.items():
+            self.con.execute("INSERT INTO segment_sizes VALUES (?, ?, ?, ?)",
+                             [run_id, s, v["matched"], v["held_out"]])
+
+    def size_history(self, segment: str, last: int = 50) -> list[int]:
+        """The segment's matched count over its last ``last`` recorded runs, oldest first."""
+        return [r[0] for r in self.con.execute(
+            "SELECT matched FROM segment_sizes WHERE segment = ? ORDER BY run_id",
+            [segment]).fetchall()][-last:]
+
+    def last_moves(self) -> list[list[Any]]:
+        """(from, to, contacts) of the moves between segments recorded by the last run that
+        recorded any, largest first."""
+        return [list(m) for m in self.con.execute(
+            "SELECT from_segment, to_segment, contacts FROM transitions WHERE run_id = "
+            "(SELECT max(run_id) FROM transitions) ORDER BY contacts DESC").fetchall()]
+
+    def last_runs(self, per_dest: int = 5) -> list[list[Any]]:
+        """Per destination, its last ``per_dest`` runs: dest, started, status, adds, removes,
+        updates, rejected, deferred, calls, retries, seconds, message."""
+        return [list(r) for r in self.con.execute(
+            "SELECT d.dest, r.started_at, d.status, d.adds, d.removes, d.updates, d.rejected, "
+            "d.deferred, d.calls, d.retries, round(d.duration_s, 2), coalesce(d.message, '') "
+            "FROM run_destinations d JOIN runs r USING (run_id) "
+            "QUALIFY row_number() OVER (PARTITION BY d.dest ORDER BY r.run_id DESC) <= ? "
+            "ORDER BY d.dest, r.run_id DESC", [per_dest]).fetchall()]
+
+    def record_memberships(self, run_id: int, current: str,
+                           pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, list]]:
+        """Compare this run's memberships (temp table ``current``: segment, key) with the last
+        run's; record moves for ``pairs`` (from, to); keep the current ones for next time."""
+        moves = []
+        con = self.con
+        for a, b in pairs:
+            row = con.execute(
+                f"""SELECT count(*), list(key ORDER BY key)[1:5] FROM (
+                    SELECT key FROM memberships WHERE segment = ?
+                    EXCEPT SELECT key FROM memberships WHERE segment = ?)
+                  JOIN (SELECT key FROM {current} WHERE segment = ?
+                    EXCEPT SELECT key FROM {current} WHERE segment = ?) USING (key)""",
+                [a, b, b, a]).fetchone()
+            if row[0]:
+                moves.append((a, b, int(row[0]), list(row[1])))
+                con.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
+                            [run_id, a, b, int(row[0]), list(row[1])])
+        with self.transaction():
+            con.execute("DELETE FROM memberships")
+            con.execute(f"INSERT INTO memberships SELECT segment, key FROM {current}")
+        return moves
+
+    def begin_run(self, command: str, started: datetime, as_of: datetime) -> int:
+        """Record a run's start (under the lock: a run still 'running' died, e.g. killed; what
+        it pushed is in the ledger, checkpointed, and the next run goes on from there)."""
+        self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        run_id = self.con.execute("SELECT nextval('run_ids')").fetchone()[0]
+        self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, ?, 'running', NULL)",
+                         [run_id, command, started, as_of])
+        return int(run_id)
+
+    def end_run(self, run_id: int, finished: datetime, status: str, exit_code: int) -> None:
+        self.con.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ? "
+                         "WHERE run_id = ?", [finished, status, exit_code, run_id])
+
+    def record_destination(self, run_id: int, row: dict[str, Any],
+                           rejects: Iterable[tuple[str, str]] = ()) -> None:
+        cols = ["run_id", "dest", "status", "segment", "desired", "adds", "removes", "updates",
+                "rejected", "deferred", "unchanged", "calls", "retries", "duration_s", "message",
+                "readback", "no_identifier"]
+        vals = [run_id, *(row.get(c) for c in cols[1:])]
+        if vals[14]:  # a platform's error text may quote a value
+            vals[14] = redact(vals[14])
+        if vals[15] is not None:
+            vals[15] = json.dumps(vals[15])
+        self.con.execute(f"INSERT INTO run_destinations ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})", vals)
+        rejects = list(rejects)
+        if rejects:
+            keys, reasons = zip(*rejects, strict=True)
+            self.con.execute("INSERT INTO rejects SELECT ?, ?, unnest(?), unnest(?)",
+                             [run_id, row["dest"], list(keys), [one_line(r) for r in reasons]])
+
+    def last_readback(self, dest: str) -> dict[str, Any] | None:
+        """The platform's own figures (size, match rate) from the last run that had them."""
+        row = self.con.execute(
+            "SELECT readback FROM run_destinations WHERE dest = ? AND readback IS NOT NULL "
+            "ORDER BY run_id DESC LIMIT 1", [dest]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        runs = self.con.execute(
+            "SELECT run_id, command, started_at, finished_at, as_of, status, exit_code FROM runs "
+            "ORDER BY run_id DESC LIMIT ?", [limit]).fetchall()
+        out = []
+        for r in runs:
+            dests = self.con.execute(
+                "SELECT * FROM run_destinations WHERE run_id = ? ORDER BY dest", [r[0]])
+            names = [d[0] for d in dests.description]
+            rows = [{k: (json.loads(v) if k == "readback" and v else v)
+                     for k, v in zip(names, d, strict=True) if k != "run_id"}
+                    for d in dests.fetchall()]
+            for d in rows:
+                d["reject_reasons"] = self.reject_reasons(r[0], d["dest"])
+            out.append({
+                "run_id": r[0], "command": r[1], "started_at": _iso(r[2]),
+                "finished_at": _iso(r[3]), "as_of": _iso(r[4]), "status": r[5],
+                "exit_code": r[6], "destinations": rows,
+            })
+        return out
+
+    def reject_reasons(self, run_id: int, dest: str) -> list[dict[str, Any]]:
+        """A run's rejected and unsendable contacts of one destination, per reason: how many,
+        and the first few contact keys."""
+        rows = self.con.execute(
+            f"SELECT reason, count(*), list(key ORDER BY key)[1:{KEY_SAMPLE}] FROM rejects "
+            f"WHERE run_id = ? AND dest = ? GROUP BY reason ORDER BY count(*) DESC, reason",
+            [run_id, dest]).fetchall()
+        return [{"reason": r, "count": int(n), "keys": list(k)} for r, n, k in rows]
+
+
+def _iso(v: datetime | None) -> str | None:
+    return iso(v) if v else None

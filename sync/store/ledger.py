@@ -1,0 +1,212 @@
+"""The ledger: per destination, what crmsync last synced there (one row per contact, in a
+``LedgerState``), and what the destination asked to remember (``dest_state``). The only SQL
+over these tables is here.
+
+The diff is desired minus ledger = adds, ledger minus desired = removes (mirror mode), a
+changed fingerprint = update. Batches are written ahead (``intend``) and checkpointed after
+each acknowledgement (``checkpoint``), so a crash or kill at any point followed by a re-run
+converges with nothing lost and nothing sent twice that matters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import duckdb
+
+from ...connectors.base import BatchResult, Op
+from ..sql import lit
+
+
+class _Store(Protocol):
+    con: duckdb.DuckDBPyConnection
+
+    def transaction(self) -> Any: ...
+
+
+class LedgerState(StrEnum):
+    """Where one contact stands with one destination."""
+
+    member = "member"  #: the platform acknowledged it
+    pending = "pending"  #: an add was sent, its answer never checkpointed (a crash)
+    removing = "removing"  #: a remove was sent, its answer never checkpointed
+    rejected = "rejected"  #: the platform refused the add (tried again when its value changes)
+    preexisting = "preexisting"  #: the platform already had it before crmsync's add
+
+
+def _in(*states: LedgerState) -> str:
+    return "(" + ", ".join(lit(s.value) for s in states) + ")"
+
+
+S = LedgerState
+#: 'pending' / 'removing': a batch was sent but its ack never checkpointed, so the platform
+#: may or may not hold them: they are added or removed again (idempotent on every platform)
+UNSETTLED = _in(S.pending, S.removing)
+KEPT = _in(S.member, S.preexisting)
+HELD = _in(S.member, S.pending, S.removing)
+FORGETTABLE = _in(S.rejected, S.preexisting)
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """What the store remembers of a destination between runs."""
+
+    state: dict[str, Any]  #: what its ``open`` returned last time (e.g. the remote id)
+    last_synced: datetime | None  #: the last run that pushed to it
+    resync: bool  #: ``crmsync resync`` asked to reconcile it from the remote
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A destination's diff against its ledger: the rows (op, key, label, value, previous,
+    fp) as SQL, and the query counting desired, add, update, unchanged, remove, ledger."""
+
+    rows: str
+    counts: str
+
+
+class Ledger:
+    """One destination's ledger in the store (``Store.ledger(name)``)."""
+
+    def __init__(self, store: _Store, dest: str):
+        self.store, self.dest, self.con = store, dest, store.con
+
+    def _rows(self) -> str:
+        return f"(SELECT * FROM ledger WHERE dest = {lit(self.dest)})"
+
+    # ------------------------------------------------------------ diff
+    def diff(self, desired: str, value: str, fp: str, mirror: bool) -> Diff:
+        """``desired``: a SELECT of key and label (and what ``value`` / ``fp`` read, as
+        columns of ``d``); ``value`` and ``fp``: SQL of what is sent and its fingerprint."""
+        led, d = self._rows(), f"({desired}) d"
+
+        def add(fp: str) -> str:
+            return (f"l.key IS NULL OR l.state IN {UNSETTLED} "
+                    f"OR (l.state = {lit(S.rejected.value)} AND l.fp IS DISTINCT FROM {fp})")
+
+        kept = f"l.state IN {KEPT}"
+        gone = f"FROM {led} l ANTI JOIN {d} USING (key) WHERE l.state IN {HELD}"
+        rows = f"""
+            SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, {fp} AS fp
+              FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}
+            UNION ALL SELECT 'update', d.key, d.label, {value}, l.value, {fp}
+              FROM {d} JOIN {led} l USING (key) WHERE {kept} AND l.fp IS DISTINCT FROM {fp}
+            {f"UNION ALL SELECT 'remove', l.key, NULL, NULL, l.value, l.fp {gone}" if mirror
+             else ""}"""
+        # the fingerprint only where the ledger has the contact (CASE evaluates lazily)
+        matched = (f"SELECT l.key, l.state, l.fp, CASE WHEN l.key IS NOT NULL THEN {fp} END "
+                   f"AS dfp FROM {d} LEFT JOIN {led} l USING (key)")
+        counts = f"""SELECT count(*), count(*) FILTER (WHERE {add('dfp')}),
+              count(*) FILTER (WHERE {kept} AND l.fp IS DISTINCT FROM dfp),
+              count(*) FILTER (WHERE {kept} AND l.fp IS NOT DISTINCT FROM dfp),
+              (SELECT count(*) {gone}) * {int(mirror)},
+              (SELECT count(*) FROM {led} WHERE state = {lit(S.member.value)})
+            FROM ({matched}) l"""
+        return Diff(rows, counts)
+
+    def state_of(self, key: str) -> LedgerState | None:
+        row = self.con.execute("SELECT state FROM ledger WHERE dest = ? AND key = ?",
+                               [self.dest, key]).fetchone()
+        return LedgerState(row[0]) if row else None
+
+    # ------------------------------------------------------------ push
+    def unacked(self, op: Op, rows: str, params: list[Any]) -> set[str]:
+        """Keys of an add batch (``rows``: ``FROM ... WHERE`` of the diff) that an earlier run
+        sent without seeing the answer."""
+        if op is not Op.ADD:
+            return set()
+        return {k for (k,) in self.con.execute(
+            f"SELECT key FROM ledger WHERE dest = ? AND state = 'pending' AND key IN "
+            f"(SELECT key {rows})", [self.dest, *params]).fetchall()}
+
+    def intend(self, op: Op, rows: str, params: list[Any], now: datetime) -> None:
+        """Write-ahead: mark a batch as in flight before sending it, so that a crash between
+        the platform applying it and our checkpoint is repaired by the next run."""
+        if op is Op.ADD:
+            self.con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, "
+                             f"'pending', ? {rows}", [self.dest, now, *params])
+        elif op is Op.REMOVE:
+            self.con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
+                             f"(SELECT key {rows})", [self.dest, *params])
+
+    def checkpoint(self, op: Op, rows: str, params: list[Any], batch: list[tuple],
+                   result: BatchResult, now: datetime) -> None:
+        """Record a batch's acknowledged outcome (``batch``: its rows as fetched, key, label,
+        value, previous, fp)."""
+        con, name = self.con, self.dest
+        whole = len(result.done) == len(batch) and result.done.keys() == {r[0] for r in batch}
+        with self.store.transaction():
+            if op is Op.REMOVE:
+                if whole:
+                    con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
+                                f"(SELECT key {rows})", [name, *params])
+                elif result.done:
+                    con.execute("DELETE FROM ledger WHERE dest = ? AND key IN "
+                                "(SELECT unnest(?))", [name, list(result.done)])
+                kept = list(result.rejected) + list(result.deferred)
+                if kept:  # the platform refused: they are still members
+                    con.execute("UPDATE ledger SET state = 'member' WHERE dest = ? AND key IN "
+                                "(SELECT unnest(?))", [name, kept])
+                return
+            sent = {k: (v, fp) for k, _lb, v, _pv, fp in batch}  # key -> (value, fp)
+            if whole and not result.preexisting and not any(result.done.values()):
+                con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'member', "
+                            f"? {rows}", [name, now, *params])
+            elif result.done:
+                keys = list(result.done)
+                vals = [v if v is not None else sent[k][0] for k, v in result.done.items()]
+                fps = [sent[k][1] for k in keys]
+                states = [S.preexisting.value if k in result.preexisting else S.member.value
+                          for k in keys]
+                con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), "
+                            "unnest(?), unnest(?), ?", [name, keys, fps, vals, states, now])
+            rej = [k for k in result.rejected if op is Op.ADD]
+            if rej:
+                con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), NULL, "
+                            "'rejected', ?", [name, rej, [sent[k][1] for k in rej], now])
+
+    def drop_gone(self, desired: str) -> None:
+        """Forget rows that only remembered rejects or pre-existing members no longer
+        desired (``desired``: a SELECT with a ``key`` column)."""
+        self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND state IN {FORGETTABLE} "
+                         f"AND key NOT IN (SELECT key FROM ({desired}))", [self.dest])
+
+    def replace(self, keys: Iterable[str], fp_sql: str, now: datetime) -> None:
+        """After ``resync``: the remote's members become the ledger."""
+        keys = list(keys)
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM ledger WHERE dest = ?", [self.dest])
+            if keys:
+                con.execute(f"INSERT INTO ledger SELECT ?, unnest(?), {fp_sql}, NULL, 'member', "
+                            f"?", [self.dest, keys, now])
+
+    # ------------------------------------------------------------ remembered state
+    def saved(self) -> SavedState:
+        row = self.con.execute("SELECT state, last_synced_at, resync FROM dest_state "
+                               "WHERE dest = ?", [self.dest]).fetchone()
+        if not row:
+            return SavedState({}, None, False)
+        return SavedState(json.loads(row[0]) if row[0] else {}, row[1], bool(row[2]))
+
+    def save(self, state: dict[str, Any], synced_at: datetime | None = None) -> None:
+        """Remember what the destination's ``open`` returned (a resync asked for is done)."""
+        self.con.execute(
+            "INSERT INTO dest_state VALUES (?, ?, ?, 1, FALSE) ON CONFLICT (dest) DO UPDATE SET "
+            "state = excluded.state, last_synced_at = coalesce(excluded.last_synced_at, "
+            "dest_state.last_synced_at), version = dest_state.version + 1, resync = FALSE",
+            [self.dest, json.dumps(state), synced_at])
+
+    def forget(self) -> int:
+        """``resync``: drop the ledger and ask the next run to reconcile from the remote."""
+        with self.store.transaction() as con:
+            n = con.execute("SELECT count(*) FROM ledger WHERE dest = ?",
+                            [self.dest]).fetchone()[0]
+            con.execute("DELETE FROM ledger WHERE dest = ?", [self.dest])
+            con.execute("UPDATE dest_state SET last_synced_at = NULL, version = version + 1, "
+                        "resync = TRUE WHERE dest = ?", [self.dest])
+        return int(n)
