@@ -107,14 +107,7 @@ def _print_plan(res) -> None:
     for name, seg in res.segments.items():
         typer.echo(f"segment {name}: {seg['matched']} matched, {seg['held_out']} held out")
     for d in res.destinations:
-        if d.plan is None:
-            typer.echo(f"{d.name}: {d.status} {d.message}")
-            continue
-        f = d.plan.figures()
-        typer.echo(f"{d.name}: desired {f['desired']}: +{f['add']} -{f['remove']} "
-                   f"~{f['update']} ={f['unchanged']} (suppressed {f['suppressed']}, "
-                   f"no consent {f['no_consent']}, no identifier {f['no_identifier']})"
-                   + (f" [{d.status}: {d.message}]" if d.message else ""))
+        typer.echo(d.plan_line())
         if d.readback:
             typer.echo(f"  as last reported by the platform: {json.dumps(d.readback)}")
 
@@ -145,13 +138,10 @@ def plan(config: Config = DEFAULT, as_json: Json = False, as_of: AsOf = None,
          log_format: LogFormat = "human") -> None:
     """Pull, evaluate and show what a run would change. Writes only the local snapshot."""
     with _errors(log_format):
-        runner = _runner(config, as_of, log_format, pull=not offline)
-        try:
+        with _runner(config, as_of, log_format, pull=not offline) as runner:
             res = runner.plan(offline=offline, only=only)
             if output:
                 _write(output, json.dumps(runner.plan_file(res), indent=1))
-        finally:
-            runner.close()
         _out(res.plan_json(), as_json, lambda: _print_plan(res))
 
 
@@ -163,26 +153,15 @@ def run(config: Config = DEFAULT, as_of: AsOf = None,
         as_json: Json = False, log_format: LogFormat = "human") -> None:
     """The whole cycle: pull, evaluate, diff, push, record."""
     with _errors(log_format):
-        runner = _runner(config, as_of, log_format)
-        try:
+        with _runner(config, as_of, log_format) as runner:
             res = runner.run(only=only, dry_run=dry_run, force=force)
-        finally:
-            runner.close()
         _report(res, as_json)
         raise typer.Exit(res.exit_code)
 
 
 def _report(res, as_json: bool) -> None:
     if as_json:
-        data = res.plan_json()
-        data["run_id"] = res.run_id
-        data["exit_code"] = res.exit_code
-        for d in res.destinations:
-            data["destinations"][d.name].update(
-                status=d.status, adds=d.adds, removes=d.removes, updates=d.updates,
-                rejected=d.rejected, deferred=d.deferred, calls=d.calls, retries=d.retries,
-                message=d.message, readback=d.readback)
-        typer.echo(json.dumps(data, indent=1, default=str))
+        typer.echo(json.dumps(res.run_json(), indent=1, default=str))
     else:
         for d in res.destinations:
             typer.echo(d.summary())
@@ -225,11 +204,8 @@ def apply(plan_file: Annotated[Path, typer.Argument(help="A plan written by plan
     """Push exactly a reviewed plan; refuses a plan whose snapshot is stale."""
     with _errors(log_format):
         data = _read_plan(plan_file)
-        runner = _runner(config or Path(data["mapping"]), None, log_format)
-        try:
+        with _runner(config or Path(data["mapping"]), None, log_format) as runner:
             res = runner.apply(data, force=force)
-        finally:
-            runner.close()
         _report(res, as_json)
         raise typer.Exit(res.exit_code)
 
@@ -240,6 +216,7 @@ def history(config: Config = DEFAULT, as_json: Json = False,
     """Recent runs and their per-destination figures."""
     from .sync.mapping.loader import load
     from .sync.store.database import Store
+    from .sync.store.figures import DestinationFigures
 
     with _errors():
         store = Store.open(load(config, pull=False).store_path)
@@ -253,12 +230,7 @@ def history(config: Config = DEFAULT, as_json: Json = False,
                 typer.echo(f"run {r['run_id']} {r['command']} {r['started_at']} {r['status']} "
                            f"(exit {r['exit_code']})")
                 for d in r["destinations"]:
-                    rb = f" readback {json.dumps(d['readback'])}" if d.get("readback") else ""
-                    typer.echo(f"  {d['dest']}: {d['status']} +{d['adds']} -{d['removes']} "
-                               f"~{d['updates']} rejected {d['rejected']} deferred "
-                               f"{d['deferred']} no identifier {d['no_identifier'] or 0} "
-                               f"calls {d['calls']} retries {d['retries']} "
-                               f"{d['duration_s']:.1f}s {d['message'] or ''}{rb}")
+                    typer.echo(DestinationFigures.from_row(d).history_line())
                     for why in d["reject_reasons"]:
                         typer.echo(f"    {why['count']} × {why['reason']} "
                                    f"(e.g. {', '.join(why['keys'])})")
@@ -274,11 +246,8 @@ def resync(name: Annotated[str, typer.Argument(help="Destination name.")],
     from .sync.pipeline.runner import Runner
 
     with _errors():
-        runner = Runner(load(config, pull=False), checked=False)
-        try:
+        with Runner(load(config, pull=False), checked=False) as runner:
             n = runner.resync(name)
-        finally:
-            runner.close()
         typer.echo(f"{name}: forgot {n} synced members; the next run reconciles it")
 
 
@@ -291,11 +260,8 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
     from .sync.reports.explain import render
 
     with _errors():
-        runner = _runner(config, as_of, pull=not offline)
-        try:
+        with _runner(config, as_of, pull=not offline) as runner:
             data = do_explain(runner, who, offline=offline)
-        finally:
-            runner.close()
         _out(data, as_json, lambda: typer.echo(render(data)))
 
 
@@ -306,11 +272,8 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
     from .sync.reports.segments import render_overlap, segment_report
 
     with _errors():
-        runner = _runner(config, as_of, pull=not offline)
-        try:
+        with _runner(config, as_of, pull=not offline) as runner:
             data = segment_report(runner, offline=offline)
-        finally:
-            runner.close()
         overlaps = data.pop("_overlaps")
 
         def human() -> None:
@@ -333,13 +296,10 @@ def report(config: Config = DEFAULT,
     from .sync.reports.segments import segment_report
 
     with _errors():
-        runner = _runner(config, pull=False)
-        try:
+        with _runner(config, pull=False) as runner:
             data = segment_report(runner, offline=True)
             html = render(runner.store, data["segments"], data["_overlaps"],
                           f"crmsync report: {config.name}")
-        finally:
-            runner.close()
         _write(output, html)
         typer.echo(f"wrote {output}")
 

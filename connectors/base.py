@@ -242,3 +242,9 @@ class Destination(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and files."""
+
+    def __enter__(self) -> Destination:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

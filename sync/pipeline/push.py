@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,28 +21,18 @@ from ..mapping.model import DestinationConfig, FieldType
 from ..mapping.values import typed_sql
 from ..segments.engine import Evaluation
 from ..sql import lit, q
+from ..store.figures import DestinationFigures
 
 
 @dataclass
 class DestPlan:
-    """What a destination would do: the SPEC's plan figures plus the diff rows."""
+    """A destination's plan: its figures (``DestinationFigures``, SPEC's plan figures) and
+    the diff rows (op, key, label, value, previous, fp), made on first use of ``diff()``."""
 
-    name: str
-    segment: str | None
-    group: str | None
-    desired: int = 0
-    add: int = 0
-    remove: int = 0
-    update: int = 0
-    unchanged: int = 0
-    suppressed: int = 0
-    no_consent: int = 0
-    no_identifier: int = 0
-    held_out: int = 0
-    ledger: int = 0
-    rejects: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) no_identifier
-    diff_table: str = ""  # rows (op, key, label, value, previous, fp), made by ``diff()``
-    diff_sql: str = ""
+    figures: DestinationFigures
+    desired_sql: str  #: SELECT of the contacts to send (key, label, value, fp)
+    diff_table: str
+    diff_sql: str
     made: bool = False
 
     def diff(self, con: Any) -> str:
@@ -51,13 +41,6 @@ class DestPlan:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {self.diff_table} AS {self.diff_sql}")
             self.made = True
         return self.diff_table
-
-    def figures(self) -> dict[str, Any]:
-        out = {"segment": self.segment} if self.segment else {"group": self.group}
-        out.update(desired=self.desired, add=self.add, remove=self.remove, update=self.update,
-                   unchanged=self.unchanged, suppressed=self.suppressed,
-                   no_consent=self.no_consent, no_identifier=self.no_identifier)
-        return out
 
 
 @dataclass
@@ -165,18 +148,19 @@ class DestinationSync:
         self.con = ev.con
         self.t = f"_d{index}"  # temp table prefix
         self.cands = Candidates.of(ev, cfg)
-        self.desired_sql = ""  # set by plan()
         self.source = self.cands.source
         self.source_cfg = ev.project.mapping.sources[self.source]
         self.ledger = ev.store.ledger(cfg.name)
 
     # ------------------------------------------------------------ desired + diff
-    def plan(self) -> DestPlan:
-        """The desired set's figures and diff counts. The diff rows themselves are made on
-        first use of ``DestPlan.diff`` (a plan that is only printed never makes them), and
-        values and fingerprints are computed only for rows that need them."""
+    def plan(self, figures: DestinationFigures | None = None) -> DestPlan:
+        """The desired set's figures and diff counts (into ``figures``, made if None). The
+        diff rows themselves are made on first use of ``DestPlan.diff`` (a plan that is only
+        printed never makes them), and values and fingerprints are computed only for rows
+        that need them."""
         cfg, ev, con, t = self.cfg, self.ev, self.con, self.t
-        p = DestPlan(cfg.name, cfg.segment, cfg.group)
+        p = figures or DestinationFigures(cfg.name, cfg.segment, cfg.group)
+        p.planned, p.rejects = True, []
         if cfg.name not in ev.dest_counts:
             count_all(ev, [cfg])
         p.held_out, p.suppressed, p.no_consent, p.no_identifier = ev.dest_counts[cfg.name]
@@ -193,17 +177,16 @@ class DestinationSync:
         else:  # encoded in Python, through the identity cache
             self._encode_python(base, icols, p)
             base, value, fp = f"SELECT * FROM {t}_desired", "d.value", "d.fp"
-        self.desired_sql = base
         diff = self.ledger.diff(base, value, fp, cfg.mode == "mirror")
-        p.diff_table, p.diff_sql = f"{t}_diff", diff.rows
         row = con.execute(diff.counts).fetchone()
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
-        return p
+        return DestPlan(p, base, f"{t}_diff", diff.rows)
 
     def encoder_id(self) -> str:
         return f"{self.cfg.type}:{','.join(self.cfg.identifiers)}"
 
-    def _encode_python(self, base: str, icols: dict[str, str], p: DestPlan) -> None:
+    def _encode_python(self, base: str, icols: dict[str, str], p: DestinationFigures
+                       ) -> None:
         """Identity destinations that hash in Python: encode each distinct new input once,
         through the store's cache, then join."""
         con, t, enc = self.con, self.t, self.encoder_id()
@@ -226,10 +209,12 @@ class DestinationSync:
         p.rejects = [(k, f"no_identifier: {r}") for k, r in rejected]
 
     # ------------------------------------------------------------ push
-    def push(self, plan: DestPlan, now: datetime) -> dict[str, Any]:
-        """Send the diff in batches; checkpoint the ledger after each acknowledged batch."""
-        out = {"adds": 0, "removes": 0, "updates": 0, "rejected": 0, "deferred": 0}
-        rejects = [*self.without_identifier(), *plan.rejects]
+    def push(self, plan: DestPlan, now: datetime) -> DestinationFigures:
+        """Send the diff in batches; checkpoint the ledger after each acknowledged batch.
+        Returns the plan's figures with what was sent."""
+        out = plan.figures
+        out.rejects = [*self.without_identifier(), *out.rejects]
+        done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
@@ -250,14 +235,12 @@ class DestinationSync:
                     retried = self.dest.ctx.meter.retries > retries
                     result.preexisting -= set(result.preexisting) if retried else unacked
                 self.ledger.checkpoint(op, rng.rows, rng.params, batch, result, now)
-                n_done = len(result.done)
-                out[{"add": "adds", "remove": "removes", "update": "updates"}[op.value]] += n_done
-                out["rejected"] += len(result.rejected)
-                out["deferred"] += len(result.deferred)
-                rejects += sorted(result.rejected.items())
-                rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
-        self.ledger.drop_gone(self.desired_sql)
-        out["rejects"] = rejects
+                setattr(out, done[op], getattr(out, done[op]) + len(result.done))
+                out.rejected += len(result.rejected)
+                out.deferred += len(result.deferred)
+                out.rejects += sorted(result.rejected.items())
+                out.rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
+        self.ledger.drop_gone(plan.desired_sql)
         return out
 
     def without_identifier(self) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from ..mapping.model import DestinationConfig
 from ..segments.engine import Evaluation
 from ..sql import lit, q
 from ..store.database import Store
+from ..store.figures import DestinationFigures
 from ..store.ledger import Ledger
 from ..store.snapshot import layout
 from .alerts import Event, send
@@ -36,39 +37,11 @@ log = logging.getLogger("crmsync")
 
 
 @dataclass
-class DestOutcome:
-    name: str
-    status: str  # ok | failed | safeguard | skipped | planned
-    plan: DestPlan | None = None
-    adds: int = 0
-    removes: int = 0
-    updates: int = 0
-    rejected: int = 0
-    deferred: int = 0
-    calls: int = 0
-    retries: int = 0
-    duration: float = 0.0
-    message: str = ""
-    readback: dict[str, Any] | None = None
-
-    def summary(self) -> str:
-        if self.status == "skipped":
-            return f"{self.name}: skipped ({self.message})"
-        p = self.plan
-        # a dry run reports what it would send; a run, what was sent
-        adds, removes, updates = ((p.add, p.remove, p.update) if self.status == "planned" and p
-                                  else (self.adds, self.removes, self.updates))
-        core = (f"{self.name}: {self.status} +{adds} -{removes} ~{updates} "
-                f"={p.unchanged if p else 0} rejected {self.rejected} deferred {self.deferred} "
-                f"({self.calls} calls, {self.retries} retries, {self.duration:.1f}s)")
-        return f"{core}: {self.message}" if self.message else core
-
-
-@dataclass
 class Result:
     as_of: datetime
     segments: dict[str, dict[str, int]] = field(default_factory=dict)
-    destinations: list[DestOutcome] = field(default_factory=list)
+    destinations: list[DestinationFigures] = field(default_factory=list)
+    plans: dict[str, DestPlan] = field(default_factory=dict)  #: by destination name
     warnings: list[str] = field(default_factory=list)
     run_id: int | None = None
     moves: list[tuple[str, str, int, list]] = field(default_factory=list)  # from, to, n, sample
@@ -81,17 +54,15 @@ class Result:
             return 1
         return 0
 
-    @staticmethod
-    def _figures(d: DestOutcome) -> dict[str, Any]:
-        out = d.plan.figures() if d.plan else {"skipped": d.message}
-        if d.readback:
-            out["readback"] = d.readback
-        return out
-
     def plan_json(self) -> dict[str, Any]:
         return {"as_of": iso(self.as_of), "segments": self.segments,
-                "destinations": {d.name: self._figures(d) for d in self.destinations},
+                "destinations": {d.name: d.plan_json() for d in self.destinations},
                 "warnings": self.warnings}
+
+    def run_json(self) -> dict[str, Any]:
+        return {"as_of": iso(self.as_of), "segments": self.segments,
+                "destinations": {d.name: d.run_json() for d in self.destinations},
+                "warnings": self.warnings, "run_id": self.run_id, "exit_code": self.exit_code}
 
 
 # ---------------------------------------------------------------- the cycle
@@ -119,6 +90,12 @@ class Runner:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------ pull + evaluate
     def pull(self) -> None:
@@ -190,10 +167,11 @@ class Runner:
             count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
             for i in chosen:
                 cfg = self.project.mapping.destinations[i]
-                dest = make_destination(self.project, i, self.now)
-                out = DestOutcome(cfg.name, "planned", DestinationSync(ev, cfg, dest, i).plan())
+                with make_destination(self.project, i, self.now) as dest:
+                    plan = DestinationSync(ev, cfg, dest, i).plan()
+                res.plans[cfg.name], out = plan, plan.figures
                 out.readback = self.store.last_readback(cfg.name)  # no call: as last reported
-                if why := self.tripped(cfg, out.plan, force=False):
+                if why := self.tripped(cfg, out, force=False):
                     out.message = why
                     res.warnings.append(f"{cfg.name}: a run would stop here: {why}")
                     log.warning("%s", res.warnings[-1])
@@ -207,7 +185,7 @@ class Runner:
         out["mapping"] = str(self.project.path)
         out["mapping_sha256"] = self.mapping_digest()
         out["snapshot_version"] = self.store.snapshot_version()
-        out["changes"] = {d.name: self._changes(d.plan) for d in res.destinations}
+        out["changes"] = {name: self._changes(p) for name, p in res.plans.items()}
         return out
 
     def mapping_digest(self) -> str:
@@ -254,9 +232,8 @@ class Runner:
             return
         events = [Event.failure(d.name, d.message) for d in res.destinations
                   if d.status == "failed"]
-        events += [Event.safeguard(d.name, d.plan.remove, d.plan.remove / max(d.plan.ledger, 1),
-                                   d.message) for d in res.destinations
-                   if d.status == "safeguard" and d.plan]
+        events += [Event.safeguard(d.name, d.remove, d.remove / max(d.ledger, 1), d.message)
+                   for d in res.destinations if d.status == "safeguard" and d.planned]
         events += [Event.transition(a, b, n, sample) for a, b, n, sample in res.moves]
         if events:
             send(self.project.mapping.alerts, events, title=f"crmsync {self.project.path.name}")
@@ -279,16 +256,16 @@ class Runner:
         return self.store.record_memberships(run_id, "_current", sorted(pairs))
 
     def _destination(self, ev: Evaluation, run_id: int, i: int, dry_run: bool, force: bool,
-                     plan_file: dict[str, Any] | None) -> DestOutcome:
+                     plan_file: dict[str, Any] | None) -> DestinationFigures:
         cfg = self.project.mapping.destinations[i]
-        out = DestOutcome(cfg.name, "ok")
+        out = DestinationFigures(cfg.name, cfg.segment, cfg.group, status="ok")
         if not dry_run and plan_file is None and (why := self.not_due(cfg)):
             out.status, out.message = "skipped", why
             log.info("%s", out.summary())
             return out
         t0 = time.monotonic()
         dest = None
-        rejects: list[tuple[str, str]] = []
+        pushed = False
         try:
             dest = make_destination(self.project, i, self.now)
             sync = DestinationSync(ev, cfg, dest, i)
@@ -298,26 +275,23 @@ class Runner:
             if not dry_run and (saved.resync or dest.needs_open(state)):
                 state, _ = self._open(dest, sync, ledger, state, saved.resync)
                 opened = True
-            out.plan = plan = sync.plan()
-            if not dry_run and not opened and (plan.add or plan.remove or plan.update):
+            plan = sync.plan(out)
+            if not dry_run and not opened and (out.add or out.remove or out.update):
                 state, resynced = self._open(dest, sync, ledger, state, False)
                 opened = True
                 if resynced:
-                    out.plan = plan = sync.plan()
-            if why := self.tripped(cfg, plan, force):
+                    plan = sync.plan(out)
+            if why := self.tripped(cfg, out, force):
                 out.status, out.message = "safeguard", why
             elif dry_run:
                 out.status = "planned"
             else:
-                self.progress(f"pushing {cfg.name}: +{plan.add} -{plan.remove} ~{plan.update}")
-                pushed = sync.push(plan, self.now)
-                out.adds, out.removes, out.updates = (pushed["adds"], pushed["removes"],
-                                                      pushed["updates"])
-                out.rejected, out.deferred = pushed["rejected"], pushed["deferred"]
+                self.progress(f"pushing {cfg.name}: +{out.add} -{out.remove} ~{out.update}")
+                sync.push(plan, self.now)
+                pushed = True
                 out.readback = dest.readback() if opened else None
                 # the dict open() returned, as the destination left it (e.g. request ids)
                 ledger.save(state, self.now)
-                rejects = pushed["rejects"]
         except DestinationStopped as exc:
             out.status, out.message = "failed", one_line(str(exc))
         except CrmsyncError as exc:
@@ -332,21 +306,14 @@ class Runner:
                 out.calls, out.retries = dest.ctx.meter.calls, dest.ctx.meter.retries
                 dest.close()
         out.duration = time.monotonic() - t0
-        if not dry_run:
-            p = out.plan
-            self.store.record_destination(run_id, {
-                "dest": cfg.name, "status": out.status, "segment": cfg.segment or cfg.group,
-                "desired": p.desired if p else None, "adds": out.adds, "removes": out.removes,
-                "updates": out.updates, "rejected": out.rejected,
-                "no_identifier": p.no_identifier if p else None,
-                "deferred": out.deferred, "unchanged": p.unchanged if p else None,
-                "calls": out.calls, "retries": out.retries, "duration_s": out.duration,
-                "message": out.message, "readback": out.readback}, rejects)
+        if not dry_run:  # the rejects of a push that did not finish are not kept
+            self.store.record_destination(run_id, out, out.rejects if pushed else [])
         log.log(logging.WARNING if out.status in ("failed", "safeguard") else logging.INFO,
                 "%s", out.summary())
         return out
 
-    def tripped(self, cfg: DestinationConfig, plan: DestPlan, force: bool) -> str | None:
+    def tripped(self, cfg: DestinationConfig, plan: DestinationFigures, force: bool
+                ) -> str | None:
         """Why ``max_remove_fraction`` stops this destination's push, or None."""
         limit = cfg.max_remove_fraction
         if limit is None:
@@ -396,13 +363,10 @@ class Runner:
         differ = []
         for i in chosen:
             cfg = self.project.mapping.destinations[i]
-            dest = make_destination(self.project, i, self.now)
-            try:
+            with make_destination(self.project, i, self.now) as dest:
                 if self._changes(DestinationSync(ev, cfg, dest, i).plan()) != \
                         plan["changes"][cfg.name]:
                     differ.append(cfg.name)
-            finally:
-                dest.close()
         if differ:
             raise ConfigError([self.project.problem(
                 "", f"stale plan: the changes for {', '.join(differ)} are not what the "

@@ -56,7 +56,8 @@ def render(store: Store, segments: dict[str, dict[str, int]],
     parts.append(_table(["from", "to", "contacts"], moves) if moves
                  else "<p>No moves recorded yet.</p>")
     parts.append("<h2>Last runs per destination</h2>")
-    last = store.last_runs(5)
+    last = [[f.name, started, f.status, f.adds, f.removes, f.updates, f.rejected, f.deferred,
+             f.calls, f.retries, f.duration, f.message] for started, f in store.last_runs(5)]
     parts.append(_table(["destination", "started", "status", "adds", "removes", "updates",
                          "rejected", "deferred", "calls", "retries", "seconds", "message"],
                         last))

@@ -12,6 +12,7 @@ import duckdb
 
 from ..clock import iso
 from ..logs import one_line, redact
+from .figures import COLUMNS, DestinationFigures
 from .snapshot import KEY_SAMPLE
 
 
@@ -41,15 +42,18 @@ class History:
             "SELECT from_segment, to_segment, contacts FROM transitions WHERE run_id = "
             "(SELECT max(run_id) FROM transitions) ORDER BY contacts DESC").fetchall()]
 
-    def last_runs(self, per_dest: int = 5) -> list[list[Any]]:
-        """Per destination, its last ``per_dest`` runs: dest, started, status, adds, removes,
-        updates, rejected, deferred, calls, retries, seconds, message."""
-        return [list(r) for r in self.con.execute(
-            "SELECT d.dest, r.started_at, d.status, d.adds, d.removes, d.updates, d.rejected, "
-            "d.deferred, d.calls, d.retries, round(d.duration_s, 2), coalesce(d.message, '') "
+    def last_runs(self, per_dest: int = 5) -> list[tuple[datetime, DestinationFigures]]:
+        """Per destination, its last ``per_dest`` runs: when each started, and its figures
+        (seconds rounded to the hundredth)."""
+        cur = self.con.execute(
+            f"SELECT r.started_at, {', '.join('d.' + c for c in COLUMNS if c != 'duration_s')}, "
+            "round(d.duration_s, 2) AS duration_s "
             "FROM run_destinations d JOIN runs r USING (run_id) "
             "QUALIFY row_number() OVER (PARTITION BY d.dest ORDER BY r.run_id DESC) <= ? "
-            "ORDER BY d.dest, r.run_id DESC", [per_dest]).fetchall()]
+            "ORDER BY d.dest, r.run_id DESC", [per_dest])
+        names = [c[0] for c in cur.description]
+        return [(r[0], DestinationFigures.from_row(dict(zip(names[1:], r[1:], strict=True))))
+                for r in cur.fetchall()]
 
     def record_memberships(self, run_id: int, current: str,
                            pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, list]]:
@@ -87,23 +91,22 @@ class History:
         self.con.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ? "
                          "WHERE run_id = ?", [finished, status, exit_code, run_id])
 
-    def record_destination(self, run_id: int, row: dict[str, Any],
+    def record_destination(self, run_id: int, figures: DestinationFigures,
                            rejects: Iterable[tuple[str, str]] = ()) -> None:
-        cols = ["run_id", "dest", "status", "segment", "desired", "adds", "removes", "updates",
-                "rejected", "deferred", "unchanged", "calls", "retries", "duration_s", "message",
-                "readback", "no_identifier"]
-        vals = [run_id, *(row.get(c) for c in cols[1:])]
-        if vals[14]:  # a platform's error text may quote a value
-            vals[14] = redact(vals[14])
-        if vals[15] is not None:
-            vals[15] = json.dumps(vals[15])
-        self.con.execute(f"INSERT INTO run_destinations ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})", vals)
+        """A destination's figures in run ``run_id`` and its (key, reason) rejects."""
+        row = figures.row()
+        if row["message"]:  # a platform's error text may quote a value
+            row["message"] = redact(row["message"])
+        if row["readback"] is not None:
+            row["readback"] = json.dumps(row["readback"])
+        self.con.execute(f"INSERT INTO run_destinations (run_id, {', '.join(COLUMNS)}) "
+                         f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+                         [run_id, *(row[c] for c in COLUMNS)])
         rejects = list(rejects)
         if rejects:
             keys, reasons = zip(*rejects, strict=True)
             self.con.execute("INSERT INTO rejects SELECT ?, ?, unnest(?), unnest(?)",
-                             [run_id, row["dest"], list(keys), [one_line(r) for r in reasons]])
+                             [run_id, figures.name, list(keys), [one_line(r) for r in reasons]])
 
     def last_readback(self, dest: str) -> dict[str, Any] | None:
         """The platform's own figures (size, match rate) from the last run that had them."""
