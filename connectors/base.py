@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..sync.errors import Reject
+from ..sync.errors import Problem, Reject
 from ..sync.mapping.model import ConnectionConfig, DestinationConfig, FieldType, SourceConfig
 
 __all__ = [
@@ -121,6 +121,13 @@ class Source(ABC):
         self.name, self.config, self.options, self.connection, self.ctx = (
             name, config, options, connection, ctx)
 
+    @classmethod
+    def check(cls, name: str, config: SourceConfig, options: BaseModel) -> list[Problem]:
+        """This connector's own rules about its section of the mapping, checked by
+        ``crmsync validate`` (and before every run) without network: each problem's path is
+        relative to the section (``options.object``), the fix says what to write."""
+        return []
+
     @property
     def key(self) -> str:
         """The field holding each contact's key (its id on the platform)."""
@@ -191,9 +198,21 @@ class Destination(ABC):
     #: identity destinations: True when identifiers must be normalised and hashed
     hashed: ClassVar[bool] = False
 
+    #: the option naming the remote object written (a list, an audience, a file): two
+    #: destinations of one type and connection naming the same one would undo each other
+    #: (None: the destination's whole options name it)
+    target_option: ClassVar[str | None] = None
+
     def __init__(self, config: DestinationConfig, options: BaseModel,
                  connection: ConnectionConfig | None, ctx: Context):
         self.config, self.options, self.connection, self.ctx = config, options, connection, ctx
+
+    @classmethod
+    def check(cls, config: DestinationConfig, options: BaseModel) -> list[Problem]:
+        """This connector's own rules about its section of the mapping (e.g. the identifiers
+        a platform takes), checked by ``crmsync validate`` (and before every run) without
+        network: each problem's path is relative to the section (``identifiers[1]``)."""
+        return []
 
     @property
     def name(self) -> str:

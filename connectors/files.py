@@ -450,6 +450,7 @@ class CsvDestination(Destination):
     member, columns ``key`` and then the destination's ``identifiers`` (raw values)."""
 
     Options = CsvOptions
+    target_option = "path"
     value = "identity"
     max_batch = 1 << 62  # the whole diff in one write
 

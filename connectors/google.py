@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..sync.errors import ConfigError, DestinationStopped, Problem, Reject
-from ..sync.mapping.model import ConnectionConfig, Duration
+from ..sync.mapping.model import ConnectionConfig, DestinationConfig, Duration
 from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
 from .ratelimit import RollingWindow
@@ -234,6 +234,7 @@ class CustomerMatchDestination(Destination):
 
     Options: ClassVar[type[BaseModel]] = CustomerMatchOptions
     connection_types: ClassVar[tuple[str, ...]] = ("google_ads",)
+    target_option: ClassVar[str | None] = "list"
     max_batch: ClassVar[int] = MAX_MEMBERS
     value: ClassVar[Literal["none", "label", "identity"]] = "identity"
     hashed: ClassVar[bool] = True
@@ -251,12 +252,14 @@ class CustomerMatchDestination(Destination):
         self._state: dict[str, Any] = {}
         self._request_ids: list[str] = []
         self._previous: dict[str, Any] = {}
-        unsupported = [i for i in self.config.identifiers if i not in SUPPORTED]
-        if unsupported:
-            raise ConfigError([Problem(
-                f"destinations.{self.name}.identifiers",
-                f"Customer Match does not take {', '.join(unsupported)}",
-                f"use some of: {', '.join(SUPPORTED)}")])
+        if problems := self.check(self.config, self.options):
+            raise ConfigError(problems)
+
+    @classmethod
+    def check(cls, config: DestinationConfig, options: BaseModel) -> list[Problem]:
+        return [Problem(f"identifiers[{j}]", f"Customer Match does not take {i}",
+                        f"use some of: {', '.join(SUPPORTED)}")
+                for j, i in enumerate(config.identifiers) if i not in SUPPORTED]
 
     # ------------------------------------------------------------ plumbing
     @property

@@ -389,6 +389,7 @@ class HubSpotListDestination(_HubSpotDestination):
     """A MANUAL contact list, found or created by name; membership by add-and-remove."""
 
     Options = HubSpotListOptions
+    target_option = "list"
     value = "none"
     max_batch = 100_000
 
@@ -490,6 +491,7 @@ class HubSpotPropertyDestination(_HubSpotDestination):
     """Write-back of the segment name into a contact property by batch update (100 a call)."""
 
     Options = HubSpotPropertyOptions
+    target_option = "property"
     value = "label"
     max_batch = BATCH_UPDATE_MAX
 

@@ -128,6 +128,7 @@ class CustomAudienceDestination(Destination):
     """``type: meta_custom_audience``: a customer-list Custom Audience kept current."""
 
     Options = CustomAudienceOptions
+    target_option = "audience"
     connection_types = ("meta",)
     max_batch = MAX_ROWS
     value = "identity"

@@ -486,6 +486,7 @@ class CampaignDestination(_SalesforceDestination):
     """Keeps a Campaign's members (CampaignMember rows) equal to the segment."""
 
     Options = CampaignOptions
+    target_option = "campaign"
     value = "none"
 
     def open(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -590,6 +591,7 @@ class FieldDestination(_SalesforceDestination):
     """Writes the segment (or group) name into a field of each contact or lead."""
 
     Options = FieldOptions
+    target_option = "field"
     value = "label"
 
     def _write(self, op: Op, changes: list[Change]) -> BatchResult:

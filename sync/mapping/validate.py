@@ -169,16 +169,17 @@ class _Checker:
             return None
 
     def options(self, cls: type, options: dict[str, Any], prefix: tuple,
-                config: type[BaseModel]) -> None:
+                config: type[BaseModel]) -> BaseModel | None:
         """The connector's own keys (its ``Options``), beside ``config``'s common fields: an
-        unknown key is matched against both."""
+        unknown key is matched against both. Returns the options typed (None: not valid)."""
         model = getattr(cls, "Options", None)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return
+            return None
         try:
-            model.model_validate(options)
+            return model.model_validate(options)
         except ValidationError as exc:
             self.pydantic(exc, prefix, model, model_keys(config))
+            return None
 
     def pydantic(self, exc: ValidationError, prefix: tuple, model: type[BaseModel],
                  siblings: list[str] | tuple[str, ...] = ()) -> None:
@@ -206,7 +207,9 @@ class _Checker:
             cls = self.connector("source", type_name, f"{path}.type" if src.type else
                                  f"{path}.connection")
             if cls is not None:
-                self.options(cls, src.options, ("sources", name), SourceConfig)
+                opts = self.options(cls, src.options, ("sources", name), SourceConfig)
+                if opts is not None and hasattr(cls, "check"):
+                    self.own(cls.check(name, src, opts), path)
             for ident, fld in src.identity.fields().items():
                 self.field_type(name, fld, f"{path}.identity.{ident}", "identity field")
             columns = self.fields.get(name)
@@ -354,9 +357,7 @@ class _Checker:
                          f"destinations[{seen[d.name]}] already uses it; names must be unique")
             seen.setdefault(d.name, i)
             # two destinations writing one file, list or audience would undo each other
-            opts = {k: os.path.realpath(self.p.resolve(v))
-                    if k == "path" and isinstance(v, str) else v for k, v in d.options.items()}
-            target = json.dumps([d.type, d.connection, opts], sort_keys=True, default=str)
+            target = self.target(d)
             if target in targets:
                 self.err(path, f"destination '{d.name}' writes to the same place as "
                          f"destinations[{targets[target]}]", "give each destination its own "
@@ -365,8 +366,10 @@ class _Checker:
             source = self.audience(d, path)
             cls = self.connector("destination", d.type, f"{path}.type")
             if cls is not None:
-                self.options(cls, d.options, ("destinations", i), DestinationConfig)
+                opts = self.options(cls, d.options, ("destinations", i), DestinationConfig)
                 self.destination_connection(cls, d, path)
+                if opts is not None and hasattr(cls, "check"):
+                    self.own(cls.check(d, opts), path)
             elif d.connection is not None and d.connection not in self.m.connections:
                 self.unknown_name(f"{path}.connection", "connection", d.connection,
                                   list(self.m.connections))
@@ -391,6 +394,26 @@ class _Checker:
             return None
         first = next((s for s in group.segments if s in self.m.segments), None)
         return self.p.source_of("segments", first) if first else None
+
+    def target(self, d: Any) -> str:
+        """What names the remote object a destination writes: its type, connection and the
+        option its connector names (``target_option``; all options when it names none)."""
+        name = None
+        if self.catalog is not None and d.type in list(self.catalog.names("destination")):
+            try:
+                name = getattr(self.catalog.load("destination", d.type), "target_option", None)
+            except Exception:  # reported by connector() below
+                name = None
+        opts = {k: v for k, v in d.options.items() if name is None or k == name}
+        opts = {k: os.path.realpath(self.p.resolve(v)) if k == "path" and isinstance(v, str)
+                else v for k, v in opts.items()}
+        return json.dumps([d.type, d.connection, opts], sort_keys=True, default=str)
+
+    def own(self, problems: list[Problem], path: str) -> None:
+        """A connector's own findings (``check``), their paths relative to ``path``."""
+        for pr in problems:
+            sub = pr.path if pr.path.startswith("[") or not pr.path else f".{pr.path}"
+            self.err(f"{path}{sub}", pr.message, pr.fix, pr.severity)
 
     def destination_connection(self, cls: type, d: Any, path: str) -> None:
         wanted = tuple(getattr(cls, "connection_types", ()) or ())
