@@ -177,8 +177,8 @@ def baseline(csv_path: Path, folder: Path) -> dict:
     import numpy as np
     import pandas as pd
 
+    from crmsync.sync.mapping.scores import GRID
     from crmsync.sync.mapping.values import EPOCH_RE, FALSE, ISO_RE, NUMBER_RE, TRUE
-    from crmsync.sync.segments.compiler import GRID
 
     t0 = time.perf_counter()
     raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ..sync.clock import iso
 from ..sync.errors import DestinationStopped
 from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Context, Destination, Op, Pull, Source, SourceState
@@ -304,7 +305,8 @@ def soql_str(value: str) -> str:
 
 
 def soql_time(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A SOQL dateTime literal (UTC): crmsync's own ISO spelling."""
+    return iso(dt)
 
 
 def parse_sf_time(text: str) -> datetime:

@@ -4,7 +4,8 @@
 * no import cycle between crmsync's modules, counting imports inside functions and under
   ``if TYPE_CHECKING`` (an import moved into a function to dodge a cycle is still a cycle);
 * layering: ``sync/mapping/`` imports only errors and logs (and itself); ``connectors/``
-  imports only ``connectors/``, the mapping model, errors and the SQL quoting helpers;
+  imports only ``connectors/``, the mapping model (and its field types), errors and the
+  shared SQL quoting and clock;
   shared ``sync/`` modules (errors, logs, sql, clock) import no other crmsync module but
   the mapping's;
 * the stages are layered, each importing only those before it: shared (errors, logs, sql,
@@ -36,7 +37,8 @@ ALLOWED = {
     "crmsync.sync.mapping": ("crmsync.sync.mapping", "crmsync.sync.errors",
                              "crmsync.sync.logs"),
     "crmsync.connectors": ("crmsync.connectors", "crmsync.sync.mapping.model",
-                           "crmsync.sync.errors", "crmsync.sync.sql"),
+                           "crmsync.sync.mapping.types", "crmsync.sync.errors",
+                           "crmsync.sync.sql", "crmsync.sync.clock"),
     "crmsync.sync.errors": (),
     "crmsync.sync.logs": (),
     "crmsync.sync.sql": (),

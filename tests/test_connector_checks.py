@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_csv, write_mapping
 
 from crmsync.sync.pipeline.checks import check_project
+
+from conftest import write_csv, write_mapping
 
 pytest.importorskip("google.ads.datamanager_v1")
 

@@ -12,24 +12,15 @@ import difflib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from ..errors import Problem
+from .operators import OPERATORS
+from .types import FieldType
 
 # ---------------------------------------------------------------- scalar types
-
-
-class FieldType(StrEnum):
-    string = "string"
-    number = "number"
-    bool = "bool"
-    date = "date"
-    datetime = "datetime"
-    enumeration = "enumeration"
-    multi = "multi"
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(min|h|d|w)\s*$")
@@ -81,19 +72,6 @@ Percent = Annotated[float, BeforeValidator(_percent)]
 
 # ---------------------------------------------------------------- conditions
 
-#: operator -> what its value must be (checked by sync.validate against the field type)
-OPERATORS: dict[str, str] = {
-    "eq": "scalar", "ne": "scalar", "in": "list", "not_in": "list",
-    "gt": "ordered", "gte": "ordered", "lt": "ordered", "lte": "ordered",
-    "between": "pair",
-    "contains": "text", "not_contains": "text", "starts_with": "text", "ends_with": "text",
-    "matches": "regex",
-    "is_known": "bool",
-    "within_last": "duration", "not_within_last": "duration", "within_next": "duration",
-    "before": "date_or_duration", "after": "date_or_duration",
-    "top_percent": "percent", "bottom_percent": "percent",
-    "has_any": "list", "has_all": "list", "has_none": "list",
-}
 GROUP_KEYS = ("all", "any", "not")
 
 

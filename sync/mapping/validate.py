@@ -34,29 +34,12 @@ from .model import (
     parse_duration,
     walk,
 )
+from .operators import MULTI_ALIASES, OPS_BY_TYPE
+from .scores import RFM_SEGMENTS
+from .scores import score_fields as fields_of
 from .values import parse_datetime, parse_number, parse_value
 
 __all__ = ["OPS_BY_TYPE", "RFM_SEGMENTS", "check", "score_fields"]
-
-_TEXT = ("eq", "ne", "in", "not_in", "contains", "not_contains", "starts_with", "ends_with",
-         "matches", "is_known")
-#: which operators fit which field type
-OPS_BY_TYPE: dict[FieldType, tuple[str, ...]] = {
-    FieldType.string: _TEXT,
-    FieldType.enumeration: _TEXT,
-    FieldType.number: ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between",
-                       "is_known", "top_percent", "bottom_percent"),
-    FieldType.bool: ("eq", "ne", "is_known"),
-    FieldType.date: ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "before",
-                     "after", "within_last", "not_within_last", "within_next", "is_known",
-                     "top_percent", "bottom_percent"),
-    FieldType.multi: ("has_any", "has_all", "has_none", "is_known"),
-}
-OPS_BY_TYPE[FieldType.datetime] = OPS_BY_TYPE[FieldType.date]
-
-#: the segment names of SPEC's RFM grid (a score's ``segments_map`` replaces them)
-RFM_SEGMENTS = ("Champions", "Loyal", "Potential Loyalist", "New", "Promising",
-                "Need Attention", "About to Sleep", "At Risk", "Cannot Lose Them", "Hibernating")
 
 _DATES = (FieldType.date, FieldType.datetime)
 _SCHEMA_FIX = "declare the column as {t} in `schema:`"
@@ -67,14 +50,8 @@ def score_fields(project: Project, source: str) -> dict[str, FieldType]:
     """The fields the scores computed on ``source`` add (``rfm.segment``, ``engagement``...)."""
     out: dict[str, FieldType] = {}
     for name, score in project.mapping.scores.items():
-        if project.source_of("scores", name) != source:
-            continue
-        if isinstance(score, RfmScore):
-            out.update({f"{name}.r": FieldType.number, f"{name}.f": FieldType.number,
-                        f"{name}.m": FieldType.number, f"{name}.score": FieldType.string,
-                        f"{name}.segment": FieldType.enumeration})
-        else:
-            out[name] = FieldType.number
+        if project.source_of("scores", name) == source:
+            out.update(fields_of(name, score))
     return out
 
 
@@ -516,8 +493,7 @@ def _find_cycles(refs: dict[str, list[SegmentRef]]) -> Iterator[tuple[list[str],
 def _op_fix(op: str, t: FieldType) -> str:
     """How to fix an operator that does not fit a field's type."""
     fits = OPS_BY_TYPE[t]
-    swaps = {"contains": "has_any", "in": "has_any", "eq": "has_any", "not_in": "has_none",
-             "ne": "has_none", "has_any": "in", "has_none": "not_in", "has_all": "in",
+    swaps = {**MULTI_ALIASES, "has_any": "in", "has_none": "not_in", "has_all": "in",
              "within_last": "gte", "before": "lt", "after": "gt", "gt": "after", "lt": "before"}
     alt = swaps.get(op)
     if alt in fits:

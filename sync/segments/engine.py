@@ -24,6 +24,7 @@ import duckdb
 from ..errors import ConfigError
 from ..mapping.loader import Project
 from ..mapping.model import FieldCond, FieldType, walk
+from ..mapping.scores import score_fields
 from ..mapping.values import typed_sql
 from ..sql import lit, q
 from ..store.database import Store
@@ -31,12 +32,9 @@ from ..store.snapshot import CHECKED, snap
 from .compiler import (
     Compiler,
     percent_of,
-    rfm_columns,
-    rfm_cutoffs_sql,
-    score_fields,
     threshold_agg,
-    weighted_sql,
 )
+from .scores import rfm_columns, rfm_cutoffs_sql, weighted_sql
 
 
 def holdout_sql(segment: str, percent: float) -> str:
