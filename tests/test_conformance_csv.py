@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from conformance import CHECKS
+from crmsync.connectors.testing import DESTINATION_CHECKS as CHECKS
+
 from conftest import read_csv_keys
 
 

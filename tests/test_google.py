@@ -26,6 +26,8 @@ from crmsync.sync.mapping.model import DestinationConfig
 from fakes.google import DataManagerFake, error, quota_error
 from fakes.server import Request, Response, route
 
+pytest.importorskip("google.ads.datamanager_v1", reason="needs the google extra: pip install 'crmsync[google]'")
+
 ACCOUNT = "1234567890"
 MANAGER = "9876543210"
 

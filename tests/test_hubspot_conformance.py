@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import CHECKS
+from crmsync.connectors.testing import DESTINATION_CHECKS as CHECKS
 
 pytest.importorskip("hubspot")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import CHECKS, HashedKeys
+from crmsync.connectors.testing import DESTINATION_CHECKS as CHECKS
+from crmsync.connectors.testing import HashedKeys
 
 pytest.importorskip("facebook_business")
 

@@ -21,6 +21,8 @@ from crmsync.sync.mapping.model import DestinationConfig, FieldType, SourceConfi
 
 from fakes.salesforce import FakeSalesforce, tls_pair
 
+pytest.importorskip("simple_salesforce", reason="needs the salesforce extra: pip install 'crmsync[salesforce]'")
+
 NOW = datetime(2026, 11, 24, 12, 0)
 REST = r"^/services/data/"
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from conformance import CHECKS
+from crmsync.connectors.testing import DESTINATION_CHECKS as CHECKS
+
 from conftest import write_mapping
 
 pytest.importorskip("simple_salesforce")

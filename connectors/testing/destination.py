@@ -1,11 +1,14 @@
 """The battery every destination must pass, run through the real `crmsync run`.
 
-A platform's test module defines a ``Harness`` (its fake, how to read the remote membership,
-how to inject faults) and one line per check::
+A platform's test module (a third party's too) defines a ``Harness`` (its fake, how to read
+the remote membership, how to inject faults) and one line per check::
 
-    from conformance import CHECKS
-    @pytest.mark.parametrize("check", CHECKS)
-    def test_conformance(check, harness, cli, tmp_path): check(harness, cli, tmp_path)
+    from crmsync.connectors.testing import DESTINATION_CHECKS, Cli
+    @pytest.mark.parametrize("check", DESTINATION_CHECKS)
+    def test_conformance(check, tmp_path): check(MyHarness(...), Cli(), tmp_path)
+
+``Cli`` runs ``crmsync`` in a subprocess; any object with the same ``json`` method will do
+(crmsync's own tests run it in-process).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import math
 from typing import Any, Protocol
 
-from conftest import write_csv, write_mapping
+from .files import write_csv, write_mapping
 
 
 class Harness(Protocol):
