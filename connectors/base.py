@@ -18,6 +18,7 @@ Platform SDKs are optional extras: import them inside methods, never at module t
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class Context:
     meter: Meter = field(default_factory=Meter)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync"))
     env_var: dict[str, str] = field(default_factory=dict)  # config path -> ${VAR} it came from
+    #: how the connector's waits sleep (retry backoff, Retry-After, the rate limiter's
+    #: holds): tests inject a fake one here, and only here
+    sleep: Callable[[float], None] = time.sleep
 
     def resolve(self, path: str | Path) -> Path:
         p = Path(path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
@@ -36,7 +35,7 @@ from ..sync.mapping.model import ConnectionConfig, DestinationConfig, Duration
 from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
 from .ratelimit import RollingWindow
-from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 SCOPE = "https://www.googleapis.com/auth/datamanager"
 MAX_MEMBERS = 10_000  # audience members per request
@@ -241,7 +240,6 @@ class CustomerMatchDestination(Destination):
 
     #: tests shrink waits; the limiter is per process (the quota is per Cloud project)
     limiter: RollingWindow = _LIMITER
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
     policy: RetryPolicy = RetryPolicy()
     timeout: float = 60.0
 
@@ -312,24 +310,12 @@ class CustomerMatchDestination(Destination):
         return self._ingest, self._lists
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One API call through the shared retry loop; SDK retries off; every attempt counted."""
-        meter = self.ctx.meter
+        """One API call through the shared retry loop; SDK retries off; every attempt counted
+        (the limiter is waited on before each upload, in ``write``)."""
         where = f" (account {self.conn.operating_account})"
-
-        def attempt() -> Any:
-            meter.calls += 1
-            try:
-                return fn(*args, retry=None, timeout=self.timeout, **kwargs)
-            except Exception as exc:
-                if _status(exc) == 429:
-                    meter.throttled += 1
-                    o = classify(exc)
-                    if o.action is Action.RETRY and o.retry_after:
-                        self.limiter.pause(o.retry_after)  # hold every caller, not just this one
-                raise
-
-        return call(attempt, classify=lambda e: classify(e, where=where), meter=meter,
-                    policy=self.policy, sleep=self.sleep)
+        calls = Calls(self.ctx, lambda e: classify(e, where=where), self.policy, self.limiter,
+                      acquire=False, throttle=lambda e: _status(e) == 429)
+        return calls(fn, *args, retry=None, timeout=self.timeout, **kwargs)
 
     @property
     def _parent(self) -> str:

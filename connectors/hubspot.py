@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -33,7 +32,7 @@ from ..sync.errors import CrmsyncError, DestinationStopped
 from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Destination, NoOptions, Op, Pull, Source, SourceState
 from .ratelimit import RollingWindow
-from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 __all__ = ["OUTCOMES", "HubSpotConnection", "HubSpotListDestination",
            "HubSpotPropertyDestination", "HubSpotSource", "classify"]
@@ -147,44 +146,29 @@ def _limiters(conn: HubSpotConnection) -> tuple[RollingWindow, RollingWindow]:
 class HubSpotClient:
     """The SDK plus the limiter and the retry loop: ``client.call(fn, ...)``."""
 
-    def __init__(self, conn: HubSpotConnection, ctx: Any,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, conn: HubSpotConnection, ctx: Any):
         from hubspot import HubSpot
         from urllib3.util.retry import Retry
-        self.conn, self.ctx, self.sleep = conn, ctx, sleep
+        self.conn, self.ctx = conn, ctx
         kwargs: dict[str, Any] = {}
         if conn.base_url:
             kwargs["host"] = conn.base_url.rstrip("/")
-        # no silent urllib3 retries (not even on 429 + Retry-After): retries happen in call()
+        # no silent urllib3 retries (not even on 429 + Retry-After): retries happen in Calls
         retry = Retry(total=0, connect=0, read=0, status=0, redirect=0, other=0,
                       respect_retry_after_header=False, raise_on_status=False)
         self.sdk = HubSpot(access_token=conn.token.get_secret_value(), retry=retry, **kwargs)
         self.limiter, self.search_limiter = _limiters(conn)
-        self.policy = RetryPolicy(attempts=conn.max_attempts, initial_wait=conn.backoff)
         self.token_var = ctx.env_var.get("token", "HUBSPOT_TOKEN")
+        self.calls = Calls(ctx, self.classify,
+                           RetryPolicy(attempts=conn.max_attempts, initial_wait=conn.backoff),
+                           self.limiter, throttle=lambda exc: getattr(exc, "status", None) == 429)
 
     def classify(self, exc: BaseException) -> Outcome:
         return classify(exc, self.token_var)
 
     def call(self, fn: Callable[..., Any], *args: Any, search: bool = False, **kw: Any) -> Any:
-        limiter = self.search_limiter if search else self.limiter
-        meter = self.ctx.meter
-
-        def once() -> Any:
-            limiter.acquire()
-            meter.calls += 1
-            try:
-                return fn(*args, _request_timeout=self.conn.timeout, **kw)
-            except Exception as exc:
-                if getattr(exc, "status", None) == 429:
-                    meter.throttled += 1
-                    o = self.classify(exc)
-                    if o.action is Action.RETRY and o.retry_after:
-                        limiter.pause(o.retry_after)
-                raise
-
-        return call(once, classify=self.classify, meter=meter, policy=self.policy,
-                    sleep=self.sleep)
+        return self.calls(fn, *args, _request_timeout=self.conn.timeout,
+                          limiter=self.search_limiter if search else None, **kw)
 
 
 def _status(exc: BaseException) -> int | None:

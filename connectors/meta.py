@@ -23,7 +23,7 @@ from ..sync.errors import DestinationStopped, Reject
 from ..sync.mapping.model import ConnectionConfig
 from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
-from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 log = logging.getLogger("crmsync.meta")
 
@@ -133,7 +133,6 @@ class CustomAudienceDestination(Destination):
     max_batch = MAX_ROWS
     value = "identity"
     hashed = True
-    sleep: Callable[[float], None] | None = None  # tests shrink waits
     policy = RetryPolicy()
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -214,18 +213,10 @@ class CustomAudienceDestination(Destination):
         """One Graph call through the retry loop; every attempt is counted."""
         from facebook_business.exceptions import FacebookRequestError
 
-        def attempt() -> dict[str, Any]:
-            self.ctx.meter.calls += 1
-            try:
-                return _checked(self._client().call(method, path, params=params or {}))
-            except FacebookRequestError as exc:
-                if exc.api_error_code() in THROTTLE_CODES:
-                    self.ctx.meter.throttled += 1
-                raise
-
-        kw = {"sleep": self.sleep} if self.sleep else {}
-        return call(attempt, classify=self._classify, meter=self.ctx.meter,
-                    policy=self.policy, **kw)
+        calls = Calls(self.ctx, self._classify, self.policy,
+                      throttle=lambda e: isinstance(e, FacebookRequestError)
+                      and e.api_error_code() in THROTTLE_CODES)
+        return calls(lambda: _checked(self._client().call(method, path, params=params or {})))
 
     def _classify(self, exc: BaseException) -> Outcome:
         """The one table: Graph error code/subcode, HTTP status or exception -> action."""

@@ -1,16 +1,20 @@
 """The one retry loop every platform client uses (tenacity), driven by an outcome table.
 
 Each connector maps what can happen on a call (an exception, a status, an error code) to an
-``Outcome`` with ``classify``; this module does the rest: wait (honouring Retry-After, else
-exponential backoff with jitter), count retries on the meter, stop the destination, or give
-the exception back for the caller to turn into per-row rejects.
+``Outcome`` with ``classify`` (in the spirit of Airbyte's error-resolution table,
+``airbyte_cdk/sources/streams/http/error_handlers/default_error_mapping.py``); ``Calls``
+does the rest: wait on the client-side limiter, count each attempt, count a throttle answer
+and hold the limiter for its Retry-After, wait (Retry-After, else exponential backoff with
+jitter, as ``dlt.sources.helpers.requests`` does), count retries, stop the destination, or
+give the exception back for the caller to turn into per-row rejects. The waits sleep with
+the run's ``Context.sleep``: tests inject one sleep there.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -18,6 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 
 from ..sync.errors import DestinationStopped
+from .ratelimit import RollingWindow
 
 T = TypeVar("T")
 
@@ -110,3 +115,47 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
         if o.action is Action.RETRY:
             raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}") from exc
         raise
+
+
+@dataclass
+class Calls:
+    """One connector's calls to its platform: ``calls(fn, *args, **kwargs)``.
+
+    ``ctx``: the run's context (its ``meter`` counts, its ``sleep`` waits); ``limiter``: the
+    client-side rate limit, waited on before each attempt when ``acquire`` (else only held
+    on a throttle answer); ``throttle``: whether an exception is the platform saying "slow
+    down" (a 429, a rate-limit code); ``count``: count each attempt as a call (False: the
+    connector counts its HTTP requests itself)."""
+
+    ctx: Any
+    classify: Callable[[BaseException], Outcome]
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    limiter: RollingWindow | None = None
+    acquire: bool = True
+    throttle: Callable[[BaseException], bool] = lambda exc: False
+    count: bool = True
+
+    def __call__(self, fn: Callable[..., T], *args: Any, limiter: RollingWindow | None = None,
+                 **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` under the outcome table (``limiter``: this call's own,
+        e.g. HubSpot's search limit)."""
+        lim = limiter or self.limiter
+        meter = self.ctx.meter
+
+        def attempt() -> T:
+            if lim is not None and self.acquire:
+                lim.acquire()
+            if self.count:
+                meter.calls += 1
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if self.throttle(exc):
+                    meter.throttled += 1
+                    o = exc.outcome if isinstance(exc, Retryable) else self.classify(exc)
+                    if lim is not None and o.action is Action.RETRY and o.retry_after:
+                        lim.pause(o.retry_after)  # hold every caller, not just this one
+                raise
+
+        return call(attempt, classify=self.classify, meter=meter, policy=self.policy,
+                    sleep=self.ctx.sleep)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from ..sync.clock import iso
 from ..sync.errors import DestinationStopped
 from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Context, Destination, Op, Pull, Source, SourceState
-from .retry import Action, Outcome, RetryPolicy, call, retry_after_seconds
+from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 __all__ = ["CampaignDestination", "FieldDestination", "SalesforceClient", "SalesforceConnection",
            "SalesforceSource", "classify"]
@@ -111,7 +110,6 @@ def classify(exc: BaseException, retry_after: float | None = None) -> Outcome:
 class SalesforceClient:
     """A logged-in simple-salesforce client with crmsync's retry, re-login and limit rules."""
 
-    sleep: ClassVar[Callable[[float], None]] = staticmethod(time.sleep)
     bulk_wait: ClassVar[int] = 2  # seconds before the first poll of a Bulk API 2.0 job
 
     def __init__(self, conn: SalesforceConnection, ctx: Context):
@@ -224,8 +222,7 @@ class SalesforceClient:
     def call(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(sf)`` under the outcome table, logging in first and once more on expiry."""
         self.attempts = 0
-        return call(self._attempt, fn, classify=self._classify, meter=self.ctx.meter,
-                    policy=RETRY, sleep=type(self).sleep)
+        return Calls(self.ctx, self._classify, RETRY, count=False)(self._attempt, fn)
 
     def _attempt(self, fn: Callable[[Any], T]) -> T:
         from simple_salesforce.exceptions import SalesforceExpiredSession

@@ -71,7 +71,7 @@ def make(fake: DataManagerFake, clock: Clock, *, identifiers: list[str] | None =
     ctx = Context(now=datetime(2026, 11, 24), base_dir=Path("."),
                   env_var={"credentials_file": "GOOGLE_APPLICATION_CREDENTIALS"})
     d = CustomerMatchDestination(cfg, CustomerMatchOptions(**cfg.options), conn, ctx)
-    d.sleep = clock.sleep
+    d.ctx.sleep = clock.sleep
     d.limiter = RollingWindow(300, 60.0, clock=clock, sleep=clock.sleep)
     return d
 

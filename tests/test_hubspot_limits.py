@@ -70,7 +70,7 @@ def test_429_without_retry_after_waits_the_interval_header(fake, tmp_path):
     ids = [fake.add_contact() for _ in range(2)]
     d = opened(fake, tmp_path)
     slept: list[float] = []
-    d.client.sleep = slept.append
+    d.ctx.sleep = slept.append
     fake.fail_next(1, status=429, body=burst_body(),
                    headers={"X-HubSpot-RateLimit-Interval-Milliseconds": "1500"},
                    path="add-and-remove")
@@ -147,7 +147,7 @@ def test_ten_percent_5xx_converges_with_exact_successful_calls(fake, tmp_path):
     ids = [fake.add_contact() for _ in range(3_000)]  # 120 calls of 25
     d = opened(fake, tmp_path, chunk=25)
     waits: list[float] = []
-    d.client.sleep = waits.append  # retry.py adds up to 1 s of jitter per wait: skip it
+    d.ctx.sleep = waits.append  # retry.py adds up to 1 s of jitter per wait: skip it
     fake.fail_rate(0.1, status=500, body={"status": "error", "message": "internal"})
     res = d.write(Op.ADD, [Change(k) for k in ids])
     fake.fail_rate(0.0)

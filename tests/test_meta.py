@@ -61,7 +61,7 @@ def make(fake: FakeGraph, identifiers=IDS, sleeps=None, **opts) -> CustomAudienc
     ctx = Context(now=datetime(2026, 11, 23), base_dir=Path("."),
                   env_var={"access_token": "META_ACCESS_TOKEN"})
     dest = CustomAudienceDestination(cfg, CustomAudienceOptions(**cfg.options), conn, ctx)
-    dest.sleep = (sleeps.append if sleeps is not None else lambda s: None)
+    dest.ctx.sleep = (sleeps.append if sleeps is not None else lambda s: None)
     dest.policy = RetryPolicy(attempts=4, initial_wait=0, max_wait=0)
     return dest
 
