@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -77,6 +77,30 @@ class Context:
 # ---------------------------------------------------------------- sources
 
 
+class RemoteState(Mapping[str, Any]):
+    """What a destination remembers of its remote object between runs (its id, the upload
+    requests still to check...), read-only; ``resync``: the remote must be reconciled from
+    its own membership (asked by ``crmsync resync``, or by the destination)."""
+
+    __slots__ = ("_data", "resync")
+
+    def __init__(self, data: Mapping[str, Any] | None = None, *, resync: bool = False):
+        self._data = dict(data or {})
+        self.resync = resync
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"RemoteState({self._data!r}{', resync=True' if self.resync else ''})"
+
+
 @dataclass
 class SourceState:
     """What the store remembers of a source between runs."""
@@ -84,6 +108,14 @@ class SourceState:
     cursor: Any = None  # whatever the source returned as Pull.cursor last time (JSON-able)
     last_full_at: datetime | None = None  # when the last full pull was committed
     rows: int = 0  # contacts in the stored snapshot
+
+    def full_due(self, now: datetime, every: timedelta, since: Any = ...) -> bool:
+        """Whether the next pull must be full: never pulled, no cursor (``since``: the part
+        of the cursor an incremental pull starts from, when not the whole cursor), or the
+        last full pull is ``every`` old (the periodic full reconcile that catches deletes)."""
+        cursor = self.cursor if since is ... else since
+        return (cursor is None or self.last_full_at is None
+                or now - self.last_full_at >= every)
 
 
 @dataclass
@@ -238,17 +270,25 @@ class Destination(ABC):
         columns (identifier name -> SQL column), for destinations that send raw values."""
         return None
 
-    def needs_open(self, state: dict[str, Any]) -> bool:
+    def needs_open(self, state: RemoteState) -> bool:
         """Whether ``open`` must run on a run with nothing to send. By default it does not, so
         such a run makes no API call at all; say True for a free check (a file) or for work
         left from the last run (e.g. upload statuses to read)."""
         return False
 
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: RemoteState) -> Mapping[str, Any]:
         """Find or create the remote audience/list/property (called only when the run has
-        changes to send, a resync to do, or ``needs_open``). ``state`` is what the last
-        ``open`` returned (e.g. the remote id); return what to keep for next time."""
+        changes to send, a resync to do, or ``needs_open``; always before ``write``).
+        ``state`` is what was remembered last time (e.g. the remote id); return what to
+        remember now, never changed afterwards (a ``RemoteState(..., resync=True)`` when the
+        remote must be reconciled, e.g. its file is gone). What the writes add (e.g. upload
+        request ids) is ``remember``'s."""
         return state
+
+    def remember(self) -> Mapping[str, Any] | None:
+        """After the push: what to remember for next time when it is more than what ``open``
+        returned (None: that)."""
+        return None
 
     @abstractmethod
     def write(self, op: Op, changes: list[Change]) -> BatchResult:

@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..sync.errors import ConfigError, CrmsyncError, Problem
 from ..sync.mapping.model import FieldType
 from ..sync.sql import lit, q
-from .base import BatchResult, Change, Destination, Op, Pull, Source, SourceState
+from .base import (
+    BatchResult,
+    Change,
+    Destination,
+    Op,
+    Pull,
+    RemoteState,
+    Source,
+    SourceState,
+)
 
 
 def _sql_path(p: Path) -> str:
@@ -466,13 +475,13 @@ class CsvDestination(Destination):
     def encode(self, identity: Mapping[str, str | None]) -> str:
         return json.dumps([identity.get(i) or "" for i in self.config.identifiers])
 
-    def needs_open(self, state: dict[str, Any]) -> bool:
+    def needs_open(self, state: RemoteState) -> bool:
         return True  # a free check that the file is still there
 
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: RemoteState) -> RemoteState:
         if not self.path.exists():
             self._write({})
-            return {**state, "resync": True}  # the file is gone: reconcile from what it holds
+            return RemoteState(state, resync=True)  # the file is gone: reconcile from it
         return state
 
     def members(self) -> Iterator[str]:

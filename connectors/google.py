@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..sync.errors import ConfigError, DestinationStopped, Problem, Reject
 from ..sync.mapping.model import ConnectionConfig, DestinationConfig, Duration
 from . import identity as ident
-from .base import BatchResult, Change, Destination, Op
+from .base import BatchResult, Change, Destination, Op, RemoteState
 from .ratelimit import RollingWindow
 from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
 
@@ -247,7 +247,9 @@ class CustomerMatchDestination(Destination):
         super().__init__(*args, **kwargs)
         self._ingest: Any = None
         self._lists: Any = None
-        self._state: dict[str, Any] = {}
+        self._remote = RemoteState()  # what open() found; never changed after
+        self._pending: list[str] = []  # upload requests whose status is still to be read
+        self._size: dict[str, Any] = {}  # size and match rate, as last read back
         self._request_ids: list[str] = []
         self._previous: dict[str, Any] = {}
         if problems := self.check(self.config, self.options):
@@ -327,21 +329,32 @@ class CustomerMatchDestination(Destination):
         return [("login-account", f"accountTypes/GOOGLE_ADS/accounts/{login}")] if login else []
 
     # ------------------------------------------------------------ open
-    def needs_open(self, state: dict[str, Any]) -> bool:
+    def needs_open(self, state: Mapping[str, Any]) -> bool:
         return bool(state.get("pending"))  # last run's upload statuses are still to be read
 
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: Mapping[str, Any]) -> RemoteState:
         """Find or create the list by display name; read the status of last run's requests."""
-        self._state = dict(state or {})
+        data = {k: v for k, v in state.items() if k != "pending"}
         self._clients()
-        if not (self._state.get("list_id") and self._state.get("list") == self.opts.list
-                and self._state.get("account") == self.conn.operating_account):
-            self._state.update(list_id=self._find_or_create(), list=self.opts.list,
-                               account=self.conn.operating_account)
-        self._previous = self._read_statuses(self._state.pop("pending", []))
-        if self._previous.get("pending"):
-            self._state["pending"] = list(self._previous["pending"])
-        return self._state
+        if not (data.get("list_id") and data.get("list") == self.opts.list
+                and data.get("account") == self.conn.operating_account):
+            data.update(list_id=self._find_or_create(), list=self.opts.list,
+                        account=self.conn.operating_account)
+        self._size = {k: data[k] for k in ("size", "match_rate") if k in data}
+        self._previous = self._read_statuses(list(state.get("pending", [])))
+        self._pending = list(self._previous.get("pending", []))
+        if self._pending:
+            data["pending"] = list(self._pending)
+        self._remote = RemoteState(data)
+        return self._remote
+
+    def remember(self) -> RemoteState:
+        """The list, its size as read back, and the uploads still to check next run."""
+        data = {k: v for k, v in self._remote.items() if k != "pending"}
+        data.update(self._size)
+        if self._pending:
+            data["pending"] = list(self._pending)
+        return RemoteState(data)
 
     def _find(self) -> str | None:
         from google.ads import datamanager_v1 as dm
@@ -414,7 +427,7 @@ class CustomerMatchDestination(Destination):
         acct = dm.ProductAccount.AccountType.GOOGLE_ADS
         d = dm.Destination(operating_account=dm.ProductAccount(
             account_type=acct, account_id=self.conn.operating_account),
-            product_destination_id=str(self._state["list_id"]))
+            product_destination_id=str(self._remote["list_id"]))
         if self.conn.login_account:
             d.login_account = dm.ProductAccount(account_type=acct,
                                                 account_id=self.conn.login_account)
@@ -480,7 +493,7 @@ class CustomerMatchDestination(Destination):
                 members = [m for i, m in enumerate(members) if i not in bad]
                 continue
             self._request_ids.append(rid)
-            self._state.setdefault("pending", []).append(rid)
+            self._pending.append(rid)
             for key, _ in members:
                 result.done[key] = None
             return
@@ -507,25 +520,25 @@ class CustomerMatchDestination(Destination):
     def readback(self) -> dict[str, Any] | None:
         """Size and match rate after a push (one GET), the request ids sent this run, and
         what last run's request statuses reported. No call when nothing was written."""
-        out: dict[str, Any] = {"list_id": self._state.get("list_id"),
+        out: dict[str, Any] = {"list_id": self._remote.get("list_id"),
                                "request_ids": list(self._request_ids)}
         if self._previous:
             out["previous_requests"] = {k: v for k, v in self._previous.items() if k != "pending"}
-        if self._request_ids and self._state.get("list_id"):
+        if self._request_ids and self._remote.get("list_id"):
             from google.api_core.exceptions import GoogleAPICallError
-            name = f"{self._parent}/userLists/{self._state['list_id']}"
+            name = f"{self._parent}/userLists/{self._remote['list_id']}"
             try:  # the members are acknowledged: a failed read-back must not fail the run
                 ul = self._call(self._lists.get_user_list, name=name, metadata=self._metadata)
             except (GoogleAPICallError, DestinationStopped) as exc:
                 self.ctx.log.warning("google: list read-back failed: %s", type(exc).__name__)
                 ul = None
             if ul is not None:
-                self._state["size"] = max(ul.size_info.search_network_members_count,
-                                          ul.size_info.display_network_members_count)
-                self._state["match_rate"] = (
+                self._size["size"] = max(ul.size_info.search_network_members_count,
+                                         ul.size_info.display_network_members_count)
+                self._size["match_rate"] = (
                     ul.ingested_user_list_info.contact_id_info.match_rate_percentage)
-        out["size"] = self._state.get("size")
-        out["match_rate"] = self._state.get("match_rate")
+        out["size"] = self._size.get("size")
+        out["match_rate"] = self._size.get("match_rate")
         return out
 
     def members(self) -> Iterator[str] | None:

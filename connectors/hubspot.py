@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -274,8 +274,7 @@ class HubSpotSource(Source):
 
     def pull(self, state: SourceState) -> Pull:
         opts: HubSpotSourceOptions = self.options  # type: ignore[assignment]
-        full = (state.cursor is None or state.last_full_at is None
-                or self.ctx.now - state.last_full_at >= opts.full_every)
+        full = state.full_due(self.ctx.now, opts.full_every)
         types = self.schema()
         rows: list[dict[str, Any]] = []
         merged: set[str] = set()
@@ -383,9 +382,12 @@ class HubSpotListDestination(_HubSpotDestination):
 
     @property
     def list_id(self) -> str:
+        """The list ``open`` found or made (the core always opens before it writes)."""
+        if getattr(self, "_list_id", None) is None:
+            raise DestinationStopped(f"hubspot_list {self.name}: write before open")
         return self._list_id
 
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
         api = self.client.sdk.crm.lists.lists_api
         found = None
         if state.get("list_id"):
@@ -479,7 +481,7 @@ class HubSpotPropertyDestination(_HubSpotDestination):
     value = "label"
     max_batch = BATCH_UPDATE_MAX
 
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
         api = self.client.sdk.crm.properties.core_api
         o: HubSpotPropertyOptions = self.options  # type: ignore[assignment]
         try:

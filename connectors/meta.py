@@ -258,7 +258,7 @@ class CustomAudienceDestination(Destination):
         return Outcome(Action.REJECT, what)
 
     # ------------------------------------------------------------ lifecycle
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
         name = self.options.audience
         if state.get("audience_id") and state.get("audience") == name:
             self.audience_id = state["audience_id"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
@@ -401,8 +401,7 @@ class SalesforceSource(Source):
         fields = list(dict.fromkeys([self.key, *self.schema(), "SystemModstamp"]))
         select = f"SELECT {', '.join(fields)} FROM {opts.object}"
         since = (state.cursor or {}).get("since") if isinstance(state.cursor, dict) else None
-        full = (since is None or state.last_full_at is None
-                or self.ctx.now - state.last_full_at >= opts.full_every)
+        full = state.full_due(self.ctx.now, opts.full_every, since)
         gone: list[dict[str, Any]] = []
         if full:
             rows = self._full(select)
@@ -488,7 +487,7 @@ class CampaignDestination(_SalesforceDestination):
     target_option = "campaign"
     value = "none"
 
-    def open(self, state: dict[str, Any]) -> dict[str, Any]:
+    def open(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
         opts: CampaignOptions = self.options  # type: ignore[assignment]
         if state.get("campaign_id") and state.get("campaign") == opts.campaign:
             self.campaign_id = state["campaign_id"]  # known: no call at all

@@ -371,8 +371,9 @@ def test_failed_members_are_reported_on_the_next_run(fake: DataManagerFake,
                                                      clock: Clock) -> None:
     fake.processing_polls = 1  # the first status read says PROCESSING
     d = make(fake, clock, ad_consent={"ad_user_data": "denied"})
-    state = d.open({})
+    d.open({})
     d.write(Op.ADD, changes(d, 3))
+    state = d.remember()  # what open() returned is never changed: the writes' ids are here
     assert len(state["pending"]) == 1
 
     second = make(fake, clock)

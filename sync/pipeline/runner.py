@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from ...connectors.base import Destination, SourceState
+from ...connectors.base import Destination, RemoteState, SourceState
 from ..clock import iso, utcnow
 from ..errors import ConfigError, CrmsyncError, DestinationStopped
 from ..logs import error_text, one_line
@@ -271,13 +271,13 @@ class Runner:
             sync = DestinationSync(ev, cfg, dest, i)
             ledger = self.store.ledger(cfg.name)
             saved = ledger.saved()
-            state, opened = saved.state, False
-            if not dry_run and (saved.resync or dest.needs_open(state)):
-                state, _ = self._open(dest, sync, ledger, state, saved.resync)
+            state, opened = RemoteState(saved.state, resync=saved.resync), False
+            if not dry_run and (state.resync or dest.needs_open(state)):
+                state, _ = self._open(dest, sync, ledger, state)
                 opened = True
             plan = sync.plan(out)
             if not dry_run and not opened and (out.add or out.remove or out.update):
-                state, resynced = self._open(dest, sync, ledger, state, False)
+                state, resynced = self._open(dest, sync, ledger, state)
                 opened = True
                 if resynced:
                     plan = sync.plan(out)
@@ -290,8 +290,8 @@ class Runner:
                 sync.push(plan, self.now)
                 pushed = True
                 out.readback = dest.readback() if opened else None
-                # the dict open() returned, as the destination left it (e.g. request ids)
-                ledger.save(state, self.now)
+                # what open() returned, or what the writes added to it (e.g. request ids)
+                ledger.save(dict((dest.remember() if opened else None) or state), self.now)
         except DestinationStopped as exc:
             out.status, out.message = "failed", one_line(str(exc))
         except CrmsyncError as exc:
@@ -325,18 +325,18 @@ class Runner:
                 f"nothing sent; rerun with --force to allow")
 
     def _open(self, dest: Destination, sync: DestinationSync, ledger: Ledger,
-              state: dict[str, Any], resync: bool) -> tuple[dict[str, Any], bool]:
+              state: RemoteState) -> tuple[RemoteState, bool]:
         """Open the destination (find or create the remote object); on ``resync`` (asked for
         by ``crmsync resync``, or by the destination, e.g. its file is gone), take the
         remote's own membership as the ledger where the platform can list it. Returns the
         state to remember and whether a resync was done."""
         self.progress(f"opening {dest.name}")
-        state = dest.open(dict(state))
-        resync = bool(state.pop("resync", False)) or resync
+        opened = dest.open(state)
+        resync = state.resync or bool(getattr(opened, "resync", False))
         if resync:
             sync.resync_from_remote()
-        ledger.save(state)
-        return state, resync
+        ledger.save(dict(opened))
+        return RemoteState(opened), resync
 
     def _check_plan(self, plan: dict[str, Any]) -> Evaluation:
         """``apply``, under the lock: refuse (exit 2) a plan made with another mapping, over
