@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from crmsync.cli import app
+from crmsync.connectors.testing import write_csv, write_mapping
+
+__all__ = ["Cli", "read_csv_keys", "write_csv", "write_mapping"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,21 +54,6 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path)
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    import csv
-
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
-def write_mapping(path: Path, mapping: dict) -> Path:
-    path.write_text(yaml.safe_dump(mapping, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def read_csv_keys(path: Path) -> set[str]:
