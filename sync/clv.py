@@ -200,9 +200,10 @@ _SAMPLE = 20_000
 def _maximise(model: _BgNbd | _GammaGamma) -> tuple[np.ndarray | None, float, str | None]:
     """Maximise the likelihood; (log-parameters, log-likelihood, None) or (None, nan, why).
 
-    L-BFGS-B from each start on at most _SAMPLE contacts; over a larger population, the
-    full likelihood is then maximised from that optimum by BFGS in coordinates whitened
-    with the sample's Hessian (so it takes a few steps, each over every contact)."""
+    L-BFGS-B from each start on at most _SAMPLE contacts, then the full likelihood from
+    that optimum by BFGS in coordinates whitened with the sample's Hessian (over a large
+    population that takes a few steps, each over every contact). The first start whose
+    result has a vanishing gradient inside the bounds wins."""
     small = model.n <= _SAMPLE
     sub = model if small else model.subset(
         np.random.default_rng(0).choice(model.n, _SAMPLE, replace=False))
@@ -212,15 +213,13 @@ def _maximise(model: _BgNbd | _GammaGamma) -> tuple[np.ndarray | None, float, st
             res = minimize(sub, x0, jac=True, method="L-BFGS-B",
                            bounds=[(-_BOUND, _BOUND)] * len(x0),
                            options={"maxiter": 1000, "ftol": 1e-15, "gtol": _GTOL / 10})
-        if not _converged(sub, res.x):
-            reason = f"did not converge ({res.message})"
+        theta = _polish(model, sub, res.x) if np.all(np.isfinite(res.x)) else None
+        if theta is None or np.any(np.abs(theta) > _BOUND - 1e-3):
+            off = np.abs(res.x if theta is None else theta) > _BOUND - 1
+            reason = ("did not converge (a parameter ran off to 0 or infinity: the model "
+                      "does not describe these purchases)" if np.any(off)
+                      else f"did not converge ({res.message})")
             continue
-        theta = res.x if small else _polish(model, sub, res.x)
-        if theta is None:
-            reason = "did not converge over the whole population"
-            continue
-        if np.any(np.abs(theta) > _BOUND - 1e-3):
-            return None, math.nan, "did not converge (a parameter ran off to 0 or infinity)"
         return theta, -float(model(theta)[0]) * model.n, None
     return None, math.nan, reason
 
