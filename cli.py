@@ -269,7 +269,7 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
 def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
              offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
     """Segment sizes, overlap matrix and quality-gate findings for the current snapshot."""
-    from .sync.reports.segments import render_overlap, segment_report
+    from .sync.reports.segments import render_fit, render_overlap, segment_report
 
     with _errors():
         with _runner(config, as_of, pull=not offline) as runner:
@@ -284,6 +284,8 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
                 typer.echo(render_overlap(data["segments"], overlaps))
             for f in data["findings"]:
                 typer.echo(f"{f['severity']}: {f['path']}: {f['message']}")
+            for name, fit in data["scores"].items():
+                typer.echo(render_fit(name, fit))
 
         _out(data, as_json, human)
 

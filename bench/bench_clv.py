@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from crmsync.sync import clv
+from crmsync.sync.segments import clv
 
 TRUE = {"r": 0.25, "alpha": 30.0, "a": 0.8, "b": 2.4, "p": 6.0, "q": 3.8, "gamma": 15.0}
 

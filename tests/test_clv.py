@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # lifetimes 0.11.3 sets a pandas option pandas 
     from lifetimes import BetaGeoFitter, GammaGammaFitter
     from lifetimes.datasets import load_cdnow_summary_data_with_monetary_value
 
-from crmsync.sync import clv
+from crmsync.sync.segments import clv
 
 
 def sig3(v: float) -> float:

@@ -10,7 +10,7 @@ import pytest
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from crmsync.sync.lift import MIN_GROUP, mean_lift, share_lift
+from crmsync.sync.reports.lift import MIN_GROUP, mean_lift, share_lift
 
 
 def flags(k: int, n: int) -> np.ndarray:

@@ -239,7 +239,7 @@ def pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseModel
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in (
             "function-before[_percent(), float]", "function-before[<lambda>(), timedelta]")))
         # discriminated unions add the tag to the location: drop it
-        loc = tuple(x for x in loc if x not in ("rfm", "weighted") or loc.index(x) != 2)
+        loc = tuple(x for x in loc if x not in ("rfm", "weighted", "clv") or loc.index(x) != 2)
         path = fmt_path((*prefix, *loc))
         kind, msg, fix = err["type"], err["msg"], None
         if kind == "extra_forbidden":
@@ -260,7 +260,7 @@ def pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseModel
             msg = msg.removeprefix("Value error, ")
         elif kind == "union_tag_invalid":
             msg = f"unknown type {err.get('input', {}).get('type') if isinstance(err.get('input'), dict) else ''!r}"
-            fix = "type is one of: rfm, weighted"
+            fix = "type is one of: rfm, weighted, clv"
         out.append(Problem(path, msg, fix, file))
     return out
 

@@ -273,7 +273,22 @@ class WeightedScore(Strict):
     terms: list[Term]
 
 
-Score = Annotated[RfmScore | WeightedScore, Field(discriminator="type")]
+class ClvScore(Strict):
+    """Predicted value (SPEC "Predictive value (CLV)"): BG/NBD + Gamma-Gamma."""
+
+    type: Literal["clv"]
+    source: str | None = None
+    first_purchase: str
+    last_purchase: str
+    purchases: str          # all purchases; repeat purchases = purchases - 1
+    revenue: str            # total spend; the average order is revenue / purchases
+    horizon: Duration = timedelta(days=90)
+
+
+#: the fields a CLV score adds, each a number
+CLV_FIELDS = ("p_alive", "purchases", "value", "tier")
+
+Score = Annotated[RfmScore | WeightedScore | ClvScore, Field(discriminator="type")]
 
 
 class SegmentConfig(Strict):

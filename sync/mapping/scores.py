@@ -3,7 +3,7 @@ grid (the segment names an RFM score labels contacts with, unless its ``segments
 
 from __future__ import annotations
 
-from .model import FieldType, RfmScore, WeightedScore
+from .model import CLV_FIELDS, ClvScore, FieldType, RfmScore, WeightedScore
 
 #: SPEC's RFM grid: GRID[r][f - 1] is the segment of a contact scored R = r, F = f
 GRID = {
@@ -19,10 +19,13 @@ RFM_SEGMENTS = tuple(dict.fromkeys(label for r in sorted(GRID, reverse=True)
                                    for label in reversed(GRID[r])))
 
 
-def score_fields(name: str, score: RfmScore | WeightedScore) -> dict[str, FieldType]:
-    """The fields score ``name`` adds (``rfm.r`` ... ``rfm.segment``; a weighted score, one)."""
+def score_fields(name: str, score: RfmScore | WeightedScore | ClvScore) -> dict[str, FieldType]:
+    """The fields score ``name`` adds (``rfm.r`` ... ``rfm.segment``; a weighted score, one;
+    a CLV score, ``value.p_alive`` ... ``value.tier``)."""
     if isinstance(score, WeightedScore):
         return {name: FieldType.number}
+    if isinstance(score, ClvScore):
+        return {f"{name}.{f}": FieldType.number for f in CLV_FIELDS}
     return {f"{name}.r": FieldType.number, f"{name}.f": FieldType.number,
             f"{name}.m": FieldType.number, f"{name}.score": FieldType.string,
             f"{name}.segment": FieldType.enumeration}

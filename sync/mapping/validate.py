@@ -23,6 +23,7 @@ from ..errors import CrmsyncError, Problem
 from .loader import Project, model_keys, pydantic_problems
 from .model import (
     OPERATORS,
+    ClvScore,
     DestinationConfig,
     FieldCond,
     FieldType,
@@ -113,7 +114,7 @@ class _Checker:
         known = self.known(source)
         if known is None:
             head = name.split(".", 1)[0]
-            if "." in name and isinstance(self.m.scores.get(head), RfmScore) \
+            if "." in name and isinstance(self.m.scores.get(head), RfmScore | ClvScore) \
                     and self.p.source_of("scores", head) == source:
                 self.err(path, f"unknown {what} '{name}': score '{head}' has "
                          f"{', '.join(k for k in derived if k.startswith(head + '.'))}",
@@ -204,9 +205,11 @@ class _Checker:
             if not self.source_ref(f"{path}.source", score.source):
                 continue
             source = self.p.source_of("scores", name)
-            if isinstance(score, RfmScore):
+            if isinstance(score, RfmScore | ClvScore):
                 wanted = {"recency": _DATES, "frequency": (FieldType.number,),
-                          "monetary": (FieldType.number,)}
+                          "monetary": (FieldType.number,)} if isinstance(score, RfmScore) else {
+                    "first_purchase": _DATES, "last_purchase": _DATES,
+                    "purchases": (FieldType.number,), "revenue": (FieldType.number,)}
                 for dim, types in wanted.items():
                     fld = getattr(score, dim)
                     t = self.field_type(source, fld, f"{path}.{dim}")
@@ -214,6 +217,9 @@ class _Checker:
                         self.err(f"{path}.{dim}", f"{dim} field '{fld}' is {t.value}, "
                                  f"not {' or '.join(x.value for x in types)}",
                                  _SCHEMA_FIX.format(t=types[0].value))
+                if isinstance(score, ClvScore) and score.horizon.total_seconds() <= 0:
+                    self.err(f"{path}.horizon", "the horizon must be longer than 0",
+                             "e.g. horizon: 90d")
             else:
                 for i, term in enumerate(score.terms):
                     tp = f"{path}.terms[{i}].field"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CrmsyncError
-from ..mapping.model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
+from ..mapping.model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef, score_fields
 from ..pipeline.push import Candidates
 from ..sql import lit, q
 
@@ -104,7 +104,14 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
         dests[d.name] = {"sent": not reasons, "label": in_seg[0] if in_seg else None,
                          "reasons": reasons, "missing_identifiers": missing,
                          "synced": synced.value if synced else None}
-    return {"key": key, "source": source, "segments": segs, "destinations": dests}
+    scores = {}
+    for name, score in project.mapping.scores.items():
+        if project.source_of("scores", name) == source:
+            for f in score_fields(name, score):
+                v = value_of(q(f))
+                scores[f] = v if v is None or isinstance(v, int | float) else str(v)
+    return {"key": key, "source": source, "scores": scores, "segments": segs,
+            "destinations": dests}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -117,6 +124,10 @@ def render(data: dict[str, Any]) -> str:
         for c in n.get("items", []):
             tree(c, depth + 1)
 
+    if data.get("scores"):
+        lines.append("scores: " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in data["scores"].items()))
     for s, info in data["segments"].items():
         state = "member" if info["member"] else "not a member"
         if info["held_out"]:

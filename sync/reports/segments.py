@@ -42,7 +42,8 @@ def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
         project, {s: v["matched"] for s, v in sizes.items()}, overlaps)
     return {"segments": sizes, "_overlaps": overlaps,
             "overlap": {f"{a}|{b}": n for (a, b), n in overlaps.items() if n},
-            "findings": [p.to_dict() for p in findings], "warnings": ev.warnings}
+            "findings": [p.to_dict() for p in findings], "warnings": ev.warnings,
+            "scores": {n: f.as_dict() for n, f in ev.clv_fits.items()}}
 
 
 def render_overlap(sizes: dict[str, dict[str, int]], overlaps: dict[tuple[str, str], int]
@@ -59,3 +60,18 @@ def render_overlap(sizes: dict[str, dict[str, int]], overlaps: dict[tuple[str, s
     for i, (a, row) in enumerate(zip(names, cells, strict=True), 1):
         lines.append(f"[{i}] {a}".ljust(label) + " ".join(c.rjust(width) for c in row))
     return "\n".join(lines)
+
+
+def render_fit(name: str, fit: dict[str, Any]) -> str:
+    """A CLV score's fitted parameters as one line (time in days)."""
+    def fmt(keys: str) -> str:
+        return ", ".join(f"{k}={fit[k]:.4g}" for k in keys.split())
+
+    head = f"score {name} (clv, time in days): "
+    if fit["r"] is None:
+        return head + f"not fitted over {fit['n']} contacts"
+    out = (head + f"BG/NBD over {fit['n']} contacts: {fmt('r alpha a b')}, "
+           f"log-likelihood {fit['log_likelihood']:.1f}")
+    if fit["p"] is None:
+        return out + f"; Gamma-Gamma not fitted over {fit['n_repeat']} repeat buyers"
+    return out + f"; Gamma-Gamma over {fit['n_repeat']} repeat buyers: {fmt('p q gamma')}"

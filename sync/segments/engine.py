@@ -23,12 +23,14 @@ import duckdb
 
 from ..errors import ConfigError
 from ..mapping.loader import Project
-from ..mapping.model import FieldCond, FieldType, walk
+from ..mapping.model import CLV_FIELDS, ClvScore, FieldCond, FieldType, walk
 from ..mapping.scores import score_fields
 from ..mapping.values import typed_sql
 from ..sql import lit, q
 from ..store.database import Store
 from ..store.snapshot import CHECKED, snap
+from .clv import ClvFit
+from .clv import evaluate as clv_evaluate
 from .compiler import (
     Compiler,
     percent_of,
@@ -54,6 +56,7 @@ class Evaluation:
     thresholds: dict[tuple[str, str, str, float], Any] = field(default_factory=dict)
     dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
     id_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> field -> col
+    clv_fits: dict[str, ClvFit] = field(default_factory=dict)  # score name -> its fit
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -138,7 +141,9 @@ class Evaluation:
             if self.project.source_of("scores", name) != source:
                 continue
             fields.update(score_fields(name, score))
-            if score.type == "rfm":
+            if isinstance(score, ClvScore):
+                view = self._clv(source, name, score, view)
+            elif score.type == "rfm":
                 sql = rfm_cutoffs_sql(score, view)
                 row = con.execute(sql).fetchone() if sql else ()
                 cutoffs = [c for cuts in row for c in (cuts or [None] * 4)]  # None: nobody
@@ -214,6 +219,32 @@ class Evaluation:
             for f, n in bad.items():
                 self.warnings.append(f"{source}.{f}: {n} value(s) could not be parsed as "
                                      f"{schema[f]} and count as unknown")
+
+    def _clv(self, source: str, name: str, score: ClvScore, view: str) -> str:
+        """Fit the CLV models over ``view`` (the snapshot, every contact) and return it with
+        the four ``<name>.*`` fields beside: the inputs are read as numpy arrays in the
+        view's scan order, and the scores, registered as a relation in that order, are
+        lined up with it by a positional join (NaN, the models' unknown, becomes NULL)."""
+        def days(f: str) -> str:
+            return f"coalesce(epoch({q(f)}) / 86400.0, 'NaN'::DOUBLE)"
+
+        def num(f: str) -> str:
+            return f"coalesce(CAST({q(f)} AS DOUBLE), 'NaN'::DOUBLE)"
+
+        cols = self.con.execute(
+            f"SELECT {days(score.first_purchase)}, {days(score.last_purchase)}, "
+            f"{num(score.purchases)}, {num(score.revenue)} FROM {view}").fetchnumpy()
+        first, last, purchases, revenue = cols.values()
+        now = (self.now - datetime(1970, 1, 1, tzinfo=self.now.tzinfo)).total_seconds() / 86400
+        res = clv_evaluate(first, last, purchases, revenue, now,
+                           score.horizon.total_seconds() / 86400)
+        self.clv_fits[name] = res.fit
+        self.warnings += [f"score {name}: {w}" for w in res.warnings]
+        rel = f"clv_{source}_{name}"
+        self.con.register(rel, {f: getattr(res, f) for f in CLV_FIELDS})
+        out = ", ".join(f"CASE WHEN NOT isnan({q(f)}) THEN {q(f)} END AS {q(f'{name}.{f}')}"
+                        for f in CLV_FIELDS)
+        return f"(SELECT * FROM {view} POSITIONAL JOIN (SELECT {out} FROM {q(rel)}))"
 
     def compiler(self, source: str, table: str) -> Compiler:
         m, con = self.project.mapping, self.con
