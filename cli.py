@@ -35,14 +35,18 @@ DEFAULT = Path("crmsync.yaml")
 
 
 def _as_of(value: str | None) -> datetime | None:
+    return _parse_date("--as-of", value)
+
+
+def _parse_date(option: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     from .sync.mapping.values import parse_datetime
 
     dt = parse_datetime(value)
     if dt is None:
-        raise ConfigError([Problem("--as-of", f"cannot read {value!r} as ISO 8601",
-                                   "e.g. --as-of 2026-11-23T00:00:00Z")])
+        raise ConfigError([Problem(option, f"cannot read {value!r} as ISO 8601",
+                                   f"e.g. {option} 2026-11-23T00:00:00Z")])
     return dt
 
 
@@ -288,6 +292,25 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
                 typer.echo(render_fit(name, fit))
 
         _out(data, as_json, human)
+
+
+@app.command()
+def lift(segment: Annotated[str, typer.Argument(help="A segment with a holdout.")],
+         outcome: Annotated[str, typer.Option("--outcome", help="A bool, date or number field.")],
+         since: Annotated[str | None, typer.Option(
+             "--since", help="Date outcomes: count dates after this (ISO 8601).")] = None,
+         config: Config = DEFAULT, as_json: Json = False) -> None:
+    """Sent vs held-out outcome of a segment: lift, 95% CI and p-value. Sends nothing."""
+    from .sync.reports.lift import lift_report, render
+
+    with _errors():
+        after = _parse_date("--since", since)
+        runner = _runner(config, pull=False)
+        try:
+            data = lift_report(runner, segment, outcome, after)
+        finally:
+            runner.close()
+        _out(data, as_json, lambda: typer.echo(render(data)))
 
 
 @app.command()

@@ -28,7 +28,7 @@ from ..store.snapshot import layout
 from .alerts import Event, send
 from .build import make_destination, make_source
 from .checks import build_sources, require_valid
-from .push import DestinationSync, DestPlan, count_all
+from .push import Candidates, DestinationSync, DestPlan, count_all
 
 log = logging.getLogger("crmsync")
 
@@ -217,6 +217,8 @@ class Runner:
                 for i in chosen:
                     res.destinations.append(
                         self._destination(ev, run_id, i, dry_run, force, plan_file))
+                if not dry_run:
+                    self._record_lift_groups(run_id, ev, res.destinations)
             except BaseException:
                 self.store.end_run(run_id, utcnow(), "crashed", 1)
                 raise
@@ -254,6 +256,29 @@ class Runner:
                  for a in g.segments for b in g.segments if a != b}
         pairs |= {(t.from_, t.to) for al in m.alerts for t in al.transitions}
         return self.store.record_memberships(run_id, "_current", sorted(pairs))
+
+    def _record_lift_groups(self, run_id: int, ev: Evaluation,
+                            outcomes: list[DestOutcome]) -> None:
+        """For `crmsync lift`, per segment with a holdout: the members this run sent (to a
+        destination pushed without failure, less its rejects) and the members held out
+        who would otherwise have been sent to one of those (suppressions, consent and
+        identifiers as for sending). A dry run records nothing: it sends nothing."""
+        m = self.project.mapping
+        pushed = {o.name for o in outcomes if o.status == "ok"}
+        for s, seg in m.segments.items():
+            if not seg.holdout:
+                continue
+            sent, held = [], []
+            for cfg in m.destinations:
+                if cfg.name not in pushed or s not in self.project.segments_of(cfg):
+                    continue
+                c = Candidates.of(ev, cfg)
+                table, sendable = ev.table(c.source), f"NOT {c.sup} AND {c.consent} AND {c.has_id}"
+                sent.append((cfg.name, f"SELECT _key AS key FROM {table} "
+                                       f"WHERE ({c.label}) = {lit(s)} AND {sendable}"))
+                held.append(f"SELECT _key AS key FROM {table} WHERE {q('m:' + s)} "
+                            f"AND {q('h:' + s)} AND {sendable}")
+            self.store.record_lift_groups(run_id, s, sent, held)
 
     def _destination(self, ev: Evaluation, run_id: int, i: int, dry_run: bool, force: bool,
                      plan_file: dict[str, Any] | None) -> DestinationFigures:

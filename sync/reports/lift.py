@@ -1,4 +1,6 @@
-"""Lift statistics of a holdout: sent vs held out, as SPEC's "Measuring lift".
+"""`crmsync lift`: the outcome of a segment's sent contacts against its held-out ones, as
+SPEC's "Measuring lift" (the groups from store/lift_groups.py, the outcome from the stored
+snapshot), and the statistics.
 
 Shares (bool and date outcomes): the two-proportion z-test, its pooled two-sided p-value
 computed as scipy's chi-squared test of the 2x2 table without continuity correction (the
@@ -13,11 +15,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["MIN_GROUP", "Group", "LiftResult", "mean_lift", "share_lift"]
+from ..errors import ConfigError, Problem
+from ..mapping.model import FieldType, did_you_mean
+from ..store.lift_groups import HELD_OUT, SENT
+
+__all__ = ["MIN_GROUP", "Group", "LiftResult", "lift_report", "mean_lift", "render",
+           "share_lift"]
 
 #: fewer contacts than this in either group are too few to judge
 MIN_GROUP = 30
@@ -112,3 +121,70 @@ def mean_lift(sent: np.ndarray, held_out: np.ndarray) -> LiftResult:
     return LiftResult("mean", g1, g2, too_few=False, absolute=diff,
                       relative=_relative(diff, float(kh.mean())), ci_low=_num(ci.low),
                       ci_high=_num(ci.high), p_value=_num(res.pvalue))
+
+
+def lift_report(runner: Any, segment: str, outcome: str, since: datetime | None) -> dict:
+    """SPEC's ``lift --json`` object for ``segment`` and the snapshot field ``outcome``;
+    ConfigError (exit 2) for an unknown segment or field, a field that is no outcome, a
+    date without ``since``, or a segment without a holdout."""
+    project, store = runner.project, runner.store
+    segments = project.mapping.segments
+
+    def fail(path: str, message: str, fix: str | None) -> ConfigError:
+        return ConfigError([Problem(path, message, fix)])
+
+    if segment not in segments:
+        raise fail("SEGMENT", f"unknown segment '{segment}'", did_you_mean(segment, list(
+            segments)) or f"segments: {', '.join(segments)}")
+    if not segments[segment].holdout:
+        raise fail("SEGMENT", f"segment '{segment}' has no holdout: nobody is held out to "
+                   "compare with", f"give it one (segments.{segment}.holdout: 10%) and run")
+    source = project.source_of("segments", segment)
+    found = store.schema(source)
+    if found is None:
+        raise fail("--outcome", f"no snapshot of source '{source}' in the store yet",
+                   "run `crmsync plan` or `crmsync run` first")
+    key_field, schema = found
+    fields = [f for f in schema if f != key_field]
+    if outcome not in fields:
+        raise fail("--outcome", f"unknown field '{outcome}' in source '{source}'",
+                   did_you_mean(outcome, fields) or f"fields: {', '.join(sorted(fields)[:20])}")
+    ftype = schema[outcome]
+    kind = {FieldType.bool: "bool", FieldType.date: "date", FieldType.datetime: "date",
+            FieldType.number: "number"}.get(ftype)
+    if kind is None:
+        raise fail("--outcome", f"field '{outcome}' is {ftype.value}: an outcome is a bool "
+                   "(share true), a date (share after --since) or a number (mean)", None)
+    if kind == "date" and since is None:
+        raise fail("--since", f"'{outcome}' is a date: the outcome is the share of dates "
+                   "after --since", "add --since DATE, e.g. the start of the campaign")
+    if kind != "date" and since is not None:
+        raise fail("--since", f"--since applies to a date outcome; '{outcome}' is "
+                   f"{ftype.value}", "leave --since out")
+    groups = store.lift_outcomes(segment, source, outcome, kind, since)
+    test = mean_lift if kind == "number" else share_lift
+    return test(groups[SENT], groups[HELD_OUT]).as_dict(segment, outcome)
+
+
+def render(d: dict) -> str:
+    """``lift``'s human output."""
+    def val(g: dict) -> str:
+        v = g["value"]
+        shown = "-" if v is None else f"{v:.4g}"
+        return f"{g['n']} contacts, {shown}" + (f" (mean of {g['known']} known)"
+                                                 if "known" in g else "")
+
+    lines = [f"lift of segment {d['segment']} on {d['outcome']}",
+             f"  sent:     {val(d['sent'])}", f"  held out: {val(d['held_out'])}"]
+    if d.get("too_few"):
+        lines.append(f"  too few to judge: fewer than {MIN_GROUP} contacts in a group")
+        return "\n".join(lines)
+    f = d["lift"]
+
+    def num(v: float | None, fmt: str = "+.4g") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rel = "-" if f["relative"] is None else f"{f['relative']:+.1%}"
+    lines.append(f"  lift: {num(f['absolute'])} ({rel} relative), 95% CI "
+                 f"[{num(f['ci_low'])}, {num(f['ci_high'])}], p = {num(f['p_value'], '.3g')}")
+    return "\n".join(lines)

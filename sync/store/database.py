@@ -19,6 +19,7 @@ from ..errors import LockHeld
 from .history import History
 from .identity_cache import IdentityCache
 from .ledger import Ledger
+from .lift_groups import LiftGroups
 from .snapshot import Snapshots
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -64,12 +65,18 @@ MIGRATIONS: list[tuple[str, str]] = [
     UPDATE dest_state SET resync = coalesce(TRY_CAST(json_extract(state, '$.resync') AS BOOLEAN),
         FALSE), state = json_merge_patch(state, '{"resync": null}') WHERE state IS NOT NULL;
     """),
+    # `crmsync lift`: each contact's group (sent / held_out) per segment, from the first run
+    # that sent or held it out (store/lift_groups.py)
+    ("007_lift_groups", """
+    CREATE TABLE lift_groups (segment VARCHAR, key VARCHAR, grp VARCHAR, run_id BIGINT);
+    """),
 ]
 
 
-class Store(Snapshots, History):
+class Store(Snapshots, History, LiftGroups):
     """Open with ``Store.open(path)``; use ``with store.lock():`` around anything that writes.
-    Its parts: ``Snapshots`` (snapshot.py), ``History`` (history.py), ``ledger(dest)``."""
+    Its parts: ``Snapshots`` (snapshot.py), ``History`` (history.py), ``LiftGroups``
+    (lift_groups.py), ``ledger(dest)``."""
 
     def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
