@@ -67,7 +67,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     """),
     # `crmsync lift`: each contact's group (sent / held_out) per segment, from the first run
     # that sent or held it out (store/lift_groups.py)
-    ("007_lift_groups", """
+    ("008_lift_groups", """
     CREATE TABLE lift_groups (segment VARCHAR, key VARCHAR, grp VARCHAR, run_id BIGINT);
     """),
 ]
