@@ -246,6 +246,22 @@ def test_a_fit_that_cannot_converge_is_reported_not_raised():
     assert np.isnan(value).all() and np.isnan(tier).all()
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_counts_unrelated_to_age_are_not_fitted_and_never_raise(seed):
+    """Order counts that do not grow with a customer's age (a 200-order customer of one
+    day, everybody's last order recent) have no maximum: alpha runs off to 0. The unbounded
+    polish stepped into exp() underflow there (math domain error) before steps that far out
+    were answered with an infinite negative log-likelihood."""
+    rng = np.random.default_rng(seed)
+    n = 4000
+    T = np.ceil(rng.exponential(150, n))
+    x = np.minimum(np.floor(rng.pareto(1.0, n) * 2), 200)
+    x[rng.random(n) < 0.5] = 0
+    t_x = np.where(x > 0, T - np.minimum(np.ceil(rng.exponential(50, n)), T), 0)
+    f = clv.fit(x, t_x, T, np.full(n, 20.0))
+    assert not f.purchases_fitted and "ran off" in f.purchases_reason
+
+
 def test_as_dict_carries_specs_keys(weeks_fit):
     d = weeks_fit.as_dict()
     assert {"r", "alpha", "a", "b", "p", "q", "gamma", "n", "log_likelihood"} <= set(d)

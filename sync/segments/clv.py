@@ -27,6 +27,8 @@ __all__ = ["MIN_POPULATION", "ClvFit", "ClvResult", "evaluate", "fit", "quintile
 MIN_POPULATION = 100
 #: log-parameters are bounded to exp(+-_BOUND); a fit that ends on a bound has not converged
 _BOUND = 15.0
+#: an unbounded step beyond exp(+-_FAR) is answered with an infinite negative log-likelihood
+_FAR = 40.0
 _DAY_NS = 86_400e9
 
 
@@ -112,6 +114,8 @@ class _BgNbd:
         return _BgNbd(x[idx], t_x[idx], T[idx])
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if not np.all(np.abs(theta) < _FAR):       # a step far outside: no likelihood there
+            return math.inf, np.zeros_like(theta)
         r, alpha, a, b = np.exp(theta)
         ux, cnt, n = self.ux, self.cnt, self.n
         # contacts without repeat purchases: A3 = -r log(alpha + T)
@@ -170,6 +174,8 @@ class _GammaGamma:
         return _GammaGamma(self.x[idx], self.m[idx])
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if not np.all(np.abs(theta) < _FAR):
+            return math.inf, np.zeros_like(theta)
         p, q, g = np.exp(theta)
         ux, cnt, n = self.ux, self.cnt, self.n
         gxm = g + self.xm
@@ -209,11 +215,15 @@ def _maximise(model: _BgNbd | _GammaGamma) -> tuple[np.ndarray | None, float, st
         np.random.default_rng(0).choice(model.n, _SAMPLE, replace=False))
     reason = "did not converge"
     for x0 in sub.starts():
-        with np.errstate(all="ignore"):
-            res = minimize(sub, x0, jac=True, method="L-BFGS-B",
-                           bounds=[(-_BOUND, _BOUND)] * len(x0),
-                           options={"maxiter": 1000, "ftol": 1e-15, "gtol": _GTOL / 10})
-        theta = _polish(model, sub, res.x) if np.all(np.isfinite(res.x)) else None
+        try:
+            with np.errstate(all="ignore"):
+                res = minimize(sub, x0, jac=True, method="L-BFGS-B",
+                               bounds=[(-_BOUND, _BOUND)] * len(x0),
+                               options={"maxiter": 1000, "ftol": 1e-15, "gtol": _GTOL / 10})
+                theta = _polish(model, sub, res.x) if np.all(np.isfinite(res.x)) else None
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+            reason = f"did not converge ({type(exc).__name__}: {exc})"
+            continue
         if theta is None or np.any(np.abs(theta) > _BOUND - 1e-3):
             off = np.abs(res.x if theta is None else theta) > _BOUND - 1
             reason = ("did not converge (a parameter ran off to 0 or infinity: the model "
