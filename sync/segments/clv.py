@@ -4,8 +4,9 @@ BG/NBD (Fader, Hardie, Lee 2005, "Counting your customers the easy way") gives t
 expected number of purchases in a horizon and P(alive); Gamma-Gamma (Fader, Hardie 2013,
 "The Gamma-Gamma model of monetary value") gives the expected average spend. Both
 log-likelihoods are written on scipy's special functions (gammaln, digamma, hyp2f1) and
-maximised with scipy's L-BFGS-B over the log of the parameters with analytic gradients;
-tests/test_clv.py checks them against the `lifetimes` library and the papers' CDNOW figures.
+maximised over the log of the parameters with analytic gradients (scipy's L-BFGS-B, on a
+seeded sample above 20,000 contacts, then BFGS over every contact); tests/test_clv.py checks
+them against the `lifetimes` library and the papers' CDNOW figures.
 
 Time is in days throughout. Everything is vectorised over numpy arrays (one element per
 contact); nothing here raises on data: a fit that cannot be made (population too small, no
