@@ -258,7 +258,7 @@ class Runner:
         return self.store.record_memberships(run_id, "_current", sorted(pairs))
 
     def _record_lift_groups(self, run_id: int, ev: Evaluation,
-                            outcomes: list[DestOutcome]) -> None:
+                            outcomes: list[DestinationFigures]) -> None:
         """For `crmsync lift`, per segment with a holdout: the members this run sent (to a
         destination pushed without failure, less its rejects) and the members held out
         who would otherwise have been sent to one of those (suppressions, consent and

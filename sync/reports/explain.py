@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CrmsyncError
-from ..mapping.model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef, score_fields
+from ..mapping.model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
+from ..mapping.scores import score_fields
 from ..pipeline.push import Candidates
 from ..sql import lit, q
 
