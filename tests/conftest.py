@@ -61,3 +61,29 @@ def read_csv_keys(path: Path) -> set[str]:
 
     with path.open(newline="", encoding="utf-8") as fh:
         return {r["key"] for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A real, throwaway PostgreSQL server (see tests/pgserver.py): skips when no server
+    binaries exist, fails under CI=true."""
+    import os
+
+    from pgserver import NoServer, start_server
+
+    try:
+        server = start_server()
+    except NoServer as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must test against PostgreSQL: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_db(pg):
+    """The DSN of a fresh database owned by the test role, dropped after the test."""
+    dsn = pg.create_database()
+    yield dsn
+    pg.drop_database(dsn.rsplit("/", 1)[1])
