@@ -135,6 +135,9 @@ class Pull:
 
     ``fallback``: the pull to take instead when the store cannot read ``sql`` (a file read
     strictly first, for speed, that turns out to hold malformed rows).
+
+    ``present``: for an incremental pull, optionally a DuckDB SELECT of one column, every
+    key the source holds now (a key scan): stored contacts not in it are deleted.
     """
 
     full: bool
@@ -144,6 +147,7 @@ class Pull:
     cursor: Any = None
     warnings: list[str] = field(default_factory=list)
     fallback: Callable[[], Pull] | None = None
+    present: str | None = None
 
 
 class Source(ABC):

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, SecretStr, model_validator
 
 from ..sync.errors import ConfigError, Problem
-from ..sync.model import ConnectionConfig, Duration, FieldType, did_you_mean
+from ..sync.mapping.model import ConnectionConfig, Duration, FieldType, did_you_mean
 from .base import NoOptions, Pull, Source, SourceState
 
 if TYPE_CHECKING:
@@ -110,10 +110,6 @@ def connect(dsn: str, *, where: str, fix: str, timeout: int = 10, read_only: boo
     except ImportError:  # pragma: no cover - the extra is part of `all`
         raise ConfigError([Problem(where, "the postgres connection needs psycopg",
                                    "pip install 'crmsync[postgres]'")]) from None
-    from ..sync.logs import secret
-
-    if pw := _password(dsn):
-        secret(pw)
     try:
         conn = psycopg.connect(dsn, connect_timeout=timeout, autocommit=autocommit,
                                application_name="crmsync")
@@ -397,7 +393,7 @@ class PostgresSource(Source):
     @staticmethod
     def _read(path: Path, names: list[str]) -> str:
         """A DuckDB SELECT of the COPY output, every column as text, under its name."""
-        from ..sync.values import q
+        from ..sync.sql import q
 
         lit = "'" + str(path).replace("'", "''") + "'"
         cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(names)))

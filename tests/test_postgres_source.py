@@ -8,7 +8,8 @@ import duckdb
 import psycopg
 import pytest
 
-from crmsync.sync.store import Store, snap
+from crmsync.sync.store.database import Store
+from crmsync.sync.store.snapshot import snap
 
 from conftest import read_csv_keys, write_mapping
 

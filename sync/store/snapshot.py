@@ -58,7 +58,9 @@ class Snapshots:
 
     def has_snapshot(self, source: str) -> bool:
         return bool(self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [f"snap_{source}"]
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary AND "
+            "schema_name = current_schema() AND database_name = current_database()",
+            [f"snap_{source}"]
         ).fetchone()[0])
 
     def schema(self, source: str) -> tuple[str, dict[str, FieldType]] | None:
@@ -104,19 +106,19 @@ class Snapshots:
             rows = _typed_rows(src, key_field, schema, shape["texts"])
             with self.transaction() as con:
                 table = snap(source)
-                deleted = list(pull.deleted)
+                deleted, gone = list(pull.deleted), 0
                 if pull.full:  # the whole population: replace the table in one pass
                     n, problems = self._replace(table, rows)
                     warnings += [f"source '{source}': {w}" for w in problems]
                 else:
                     if self.layout(source) not in (None, shape):
                         raise ValueError(f"incremental pull of '{source}' in another layout")
-                    self._upsert(source, f"SELECT DISTINCT ON (_key) * FROM ({rows}) "
-                                 "WHERE _key <> ''", deleted)
+                    gone = self._upsert(source, f"SELECT DISTINCT ON (_key) * FROM ({rows}) "
+                                        "WHERE _key <> ''", deleted, pull.present)
                     n = con.execute("SELECT count(*) FROM _incoming").fetchone()[0]
                 # the version moves only when the snapshot did (a plan file stays valid
                 # across pulls that found nothing new)
-                changed = pull.full or n > 0 or bool(deleted)
+                changed = pull.full or n > 0 or bool(deleted) or gone > 0
                 if not changed:
                     row = con.execute("SELECT warnings FROM sources WHERE source = ?",
                                       [source]).fetchone()
@@ -164,8 +166,10 @@ class Snapshots:
                     f"QUALIFY _n = min(_n) OVER (PARTITION BY _key)")
         return keys, problems
 
-    def _upsert(self, source: str, rows: str, deleted: list[str]) -> None:
-        """Incremental pull: replace the changed contacts, drop the deleted ones."""
+    def _upsert(self, source: str, rows: str, deleted: list[str],
+                present: str | None = None) -> int:
+        """Incremental pull: replace the changed contacts, drop the deleted ones and, given
+        ``present`` (a key scan), the stored ones not in it; returns how many it dropped so."""
         con, table = self.con, snap(source)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _incoming AS {rows}")
         if not self.has_snapshot(source):
@@ -174,6 +178,11 @@ class Snapshots:
         if deleted:
             con.execute(f"DELETE FROM {table} WHERE _key IN (SELECT unnest(?))", [deleted])
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+        if present is None:
+            return 0
+        keys = strip_sql("CAST(k AS VARCHAR)")
+        return con.execute(f"DELETE FROM {table} WHERE _key NOT IN (SELECT {keys} FROM "
+                           f"({present}) AS p(k) WHERE k IS NOT NULL)").fetchone()[0]
 
     def _last_full(self, source: str) -> datetime | None:
         row = self.con.execute("SELECT last_full_at FROM sources WHERE source = ?",
