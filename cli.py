@@ -219,11 +219,11 @@ def history(config: Config = DEFAULT, as_json: Json = False,
             limit: Annotated[int, typer.Option("--limit", "-n")] = 20) -> None:
     """Recent runs and their per-destination figures."""
     from .sync.mapping.loader import load
-    from .sync.store.database import Store
     from .sync.store.figures import DestinationFigures
+    from .sync.store.shared import open_store
 
     with _errors():
-        store = Store.open(load(config, pull=False).store_path)
+        store = open_store(load(config, pull=False))
         try:
             runs = store.history(limit)
         finally:

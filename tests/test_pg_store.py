@@ -17,8 +17,8 @@ import duckdb
 import psycopg
 import pytest
 
-from crmsync.sync.pgstore import PG_ONLY, PgStore
-from crmsync.sync.store import MIGRATIONS, Store
+from crmsync.sync.store.database import MIGRATIONS, Store
+from crmsync.sync.store.shared import PG_ONLY, PgStore
 
 from conftest import read_csv_keys, write_csv, write_mapping
 
@@ -145,7 +145,7 @@ def test_second_run_of_a_mapping_exits_4_naming_the_holder(cli, tmp_path, pg_db)
 
 
 def test_a_killed_holder_releases_its_lock(tmp_path, pg_db):
-    code = ("import sys, time; from crmsync.sync.pgstore import PgStore; "
+    code = ("import sys, time; from crmsync.sync.store.shared import PgStore; "
             "s = PgStore(sys.argv[1], 'm'); s.acquire(); print('held', flush=True); "
             "time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code, pg_db], stdout=subprocess.PIPE)

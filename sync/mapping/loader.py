@@ -113,6 +113,12 @@ class Project:
     def store_path(self) -> Path:
         return self.resolve(self.mapping.store)
 
+    @property
+    def name(self) -> str:
+        """The mapping's name: ``name:``, else the file name without its extension (so
+        ``acme.yaml`` in two folders is one mapping, run by two runners)."""
+        return self.mapping.name or self.path.stem
+
     def line(self, path: str) -> int | None:
         """Line of ``path`` or of its nearest ancestor that has one."""
         while path:

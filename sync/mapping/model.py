@@ -353,6 +353,9 @@ class LintConfig(Strict):
 
 class Mapping(Strict):
     version: Literal[1]
+    #: the mapping's name (default: the file name without its extension): the key of its
+    #: rows in a store that several mappings share, and of its lock
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     store: str = ".crmsync/state.duckdb"
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig]

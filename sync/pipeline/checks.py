@@ -19,6 +19,7 @@ from ..mapping import lint, validate
 from ..mapping.loader import Project, load
 from ..mapping.model import FieldType, did_you_mean
 from ..store.database import Store
+from ..store.shared import is_url
 from .build import make_source
 
 _Fields = dict[str, dict[str, FieldType | None]]
@@ -71,10 +72,10 @@ def known_fields(project: Project, sources: dict[str, Source | None], pull: bool
 
 def _stored_fields(project: Project, source: str) -> list[str] | None:
     """The fields of the stored snapshot of ``source`` (None: no store or no snapshot)."""
-    if not project.store_path.exists():
-        return None
+    if is_url(project.mapping.store) or not project.store_path.exists():
+        return None  # validate makes no network call
     try:
-        store = Store.open(project.store_path, read_only=True)
+        store = Store.open(project.store_path, read_only=True, mapping=project.name)
     except Exception:  # e.g. a run holds the store
         return None
     try:

@@ -24,6 +24,7 @@ from ..sql import lit, q
 from ..store.database import Store
 from ..store.figures import DestinationFigures
 from ..store.ledger import Ledger
+from ..store.shared import open_store
 from ..store.snapshot import layout
 from .alerts import Event, send
 from .build import make_destination, make_source
@@ -85,7 +86,7 @@ class Runner:
         self.sources = build_sources(project, self.now)
         if checked:
             require_valid(project, self.sources, pull)
-        self.store = Store.open(project.store_path)
+        self.store: Store = open_store(project)  # a DuckDB file, or shared Postgres
         self.pull_warnings: list[str] = []  # what the sources read but could not take as is
 
     def close(self) -> None:

@@ -12,10 +12,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from ..errors import LockHeld
+from ..sql import q
 from .history import History
 from .identity_cache import IdentityCache
 from .ledger import Ledger
@@ -78,7 +80,7 @@ class Store(Snapshots, History, LiftGroups):
     Its parts: ``Snapshots`` (snapshot.py), ``History`` (history.py), ``LiftGroups``
     (lift_groups.py), ``ledger(dest)``."""
 
-    def __init__(self, path: Path, read_only: bool = False):
+    def __init__(self, path: Path, read_only: bool = False, mapping: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
@@ -92,12 +94,70 @@ class Store(Snapshots, History, LiftGroups):
         # an automatic checkpoint compresses the temp tables of an evaluation mid-run for
         # nothing (~0.3 s per 1M rows); the store checkpoints when it is closed instead
         self.con.execute("SET checkpoint_threshold = '1GB'")
+        self.mapping = self._scope(mapping, read_only)
         if not read_only:
             self.migrate()
 
     @classmethod
-    def open(cls, path: Path | str, read_only: bool = False) -> Store:
-        return cls(Path(path), read_only)
+    def open(cls, path: Path | str, read_only: bool = False, mapping: str | None = None
+             ) -> Store:
+        """``mapping``: the mapping whose rows to use (its name, see ``Project.name``); None
+        takes the store's only mapping (tools, tests), else the unnamed default."""
+        return cls(Path(path), read_only, mapping)
+
+    # ------------------------------------------------------------ one schema per mapping
+    def _schemas(self) -> list[str]:
+        """Schemas holding a mapping's tables (``main`` included when it does)."""
+        return [r[0] for r in self.con.execute(
+            "SELECT schema_name FROM duckdb_tables() WHERE table_name = '_migrations' "
+            "AND NOT temporary AND database_name = current_database() ORDER BY 1").fetchall()]
+
+    def _scope(self, mapping: str | None, read_only: bool) -> str | None:
+        """Every row of a mapping lives in the DuckDB schema named after it, so mappings that
+        share a store never share a ledger, snapshot or history row. A store of an older
+        version (its tables in ``main``) is moved into the first named mapping that opens
+        it: its rows get that mapping's name."""
+        found = self._schemas()
+        if mapping is None:
+            named = [s for s in found if s != "main"]
+            mapping = named[0] if len(named) == 1 and "main" not in found else None
+            if mapping is None:
+                return None
+        if mapping not in found and not read_only:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(mapping)}")
+            if found == ["main"]:
+                self._adopt_main(mapping)
+        if mapping in found or not read_only:
+            self.con.execute(f"USE {q(mapping)}")
+        return mapping
+
+    def _adopt_main(self, mapping: str) -> None:
+        """Move an older store's tables from ``main`` into ``mapping``'s schema."""
+        con, m = self.con, q(mapping)
+        con.execute("USE main")
+        self.migrate()  # bring main to the latest layout first
+        con.execute(f"USE {m}")
+        self.migrate()
+        con.execute("BEGIN")
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT "
+            "temporary AND database_name = current_database()").fetchall()]
+        for t in tables:
+            if t == "_migrations":
+                continue
+            exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? "
+                                 "AND table_name = ?", [mapping, t]).fetchone()[0]
+            if exists:
+                con.execute(f"INSERT INTO {m}.{q(t)} SELECT * FROM main.{q(t)}")
+            else:  # snapshots
+                con.execute(f"CREATE TABLE {m}.{q(t)} AS SELECT * FROM main.{q(t)}")
+            con.execute(f"DROP TABLE main.{q(t)}")
+        top = con.execute(f"SELECT coalesce(max(run_id), 0) + 1 FROM {m}.runs").fetchone()[0]
+        con.execute(f"DROP SEQUENCE {m}.run_ids")
+        con.execute(f"CREATE SEQUENCE {m}.run_ids START {int(top)}")
+        con.execute("DROP TABLE main._migrations")
+        con.execute("DROP SEQUENCE IF EXISTS main.run_ids")
+        con.execute("COMMIT")
 
     def close(self) -> None:
         self.con.close()
@@ -154,7 +214,11 @@ class Store(Snapshots, History, LiftGroups):
         return self.con.execute("SELECT max(name) FROM _migrations").fetchone()[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self, touched: tuple[str, str, list[Any]] | None = None
+                    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction, then a commit point. ``touched`` = (table, SQL filter, params):
+        the transaction changed only the rows of that table the filter selects (a push
+        checkpoint); the shared store then compares only those."""
         self.con.execute("BEGIN")
         try:
             yield self.con
@@ -162,4 +226,9 @@ class Store(Snapshots, History, LiftGroups):
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+        self._committed(touched)
+
+    def _committed(self, touched: tuple[str, str, list[Any]] | None = None) -> None:
+        """A commit point (a transaction, or a write of run history or destination state):
+        the shared store (``store.shared``) writes it through to Postgres here."""
 

@@ -23,6 +23,8 @@ class History:
 
     def transaction(self) -> Any: ...
 
+    def _committed(self) -> None: ...
+
     def record_sizes(self, run_id: int, sizes: dict[str, dict[str, int]]) -> None:
         """Each segment's matched and held-out counts in run ``run_id``."""
         for s, v in sizes.items():
@@ -85,11 +87,13 @@ class History:
         run_id = self.con.execute("SELECT nextval('run_ids')").fetchone()[0]
         self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, ?, 'running', NULL)",
                          [run_id, command, started, as_of])
+        self._committed()
         return int(run_id)
 
     def end_run(self, run_id: int, finished: datetime, status: str, exit_code: int) -> None:
         self.con.execute("UPDATE runs SET finished_at = ?, status = ?, exit_code = ? "
                          "WHERE run_id = ?", [finished, status, exit_code, run_id])
+        self._committed()
 
     def record_destination(self, run_id: int, figures: DestinationFigures,
                            rejects: Iterable[tuple[str, str]] = ()) -> None:
@@ -107,6 +111,7 @@ class History:
             keys, reasons = zip(*rejects, strict=True)
             self.con.execute("INSERT INTO rejects SELECT ?, ?, unnest(?), unnest(?)",
                              [run_id, figures.name, list(keys), [one_line(r) for r in reasons]])
+        self._committed()
 
     def last_readback(self, dest: str) -> dict[str, Any] | None:
         """The platform's own figures (size, match rate) from the last run that had them."""

@@ -26,7 +26,9 @@ from ..sql import lit
 class _Store(Protocol):
     con: duckdb.DuckDBPyConnection
 
-    def transaction(self) -> Any: ...
+    def transaction(self, touched: tuple[str, str, list[Any]] | None = None) -> Any: ...
+
+    def _committed(self) -> None: ...
 
 
 class LedgerState(StrEnum):
@@ -127,12 +129,17 @@ class Ledger:
     def intend(self, op: Op, rows: str, params: list[Any], now: datetime) -> None:
         """Write-ahead: mark a batch as in flight before sending it, so that a crash between
         the platform applying it and our checkpoint is repaired by the next run."""
-        if op is Op.ADD:
-            self.con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, "
-                             f"'pending', ? {rows}", [self.dest, now, *params])
-        elif op is Op.REMOVE:
-            self.con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
-                             f"(SELECT key {rows})", [self.dest, *params])
+        with self.store.transaction(self._touched(rows, params)) as con:  # a commit point
+            if op is Op.ADD:
+                con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, "
+                            f"'pending', ? {rows}", [self.dest, now, *params])
+            elif op is Op.REMOVE:
+                con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
+                            f"(SELECT key {rows})", [self.dest, *params])
+
+    def _touched(self, rows: str, params: list[Any]) -> tuple[str, str, list[Any]]:
+        """The ledger rows a batch's writes can change (see ``Store.transaction``)."""
+        return ("ledger", f"dest = ? AND key IN (SELECT key {rows})", [self.dest, *params])
 
     def checkpoint(self, op: Op, rows: str, params: list[Any], batch: list[tuple],
                    result: BatchResult, now: datetime) -> None:
@@ -140,7 +147,7 @@ class Ledger:
         value, previous, fp)."""
         con, name = self.con, self.dest
         whole = len(result.done) == len(batch) and result.done.keys() == {r[0] for r in batch}
-        with self.store.transaction():
+        with self.store.transaction(self._touched(rows, params)):
             if op is Op.REMOVE:
                 if whole:
                     con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
@@ -173,8 +180,10 @@ class Ledger:
     def drop_gone(self, desired: str) -> None:
         """Forget rows that only remembered rejects or pre-existing members no longer
         desired (``desired``: a SELECT with a ``key`` column)."""
-        self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND state IN {FORGETTABLE} "
-                         f"AND key NOT IN (SELECT key FROM ({desired}))", [self.dest])
+        kept = f"dest = ? AND state IN {FORGETTABLE}"
+        with self.store.transaction(("ledger", kept, [self.dest])) as con:
+            con.execute(f"DELETE FROM ledger WHERE {kept} AND key NOT IN "
+                        f"(SELECT key FROM ({desired}))", [self.dest])
 
     def replace(self, keys: Iterable[str], fp_sql: str, now: datetime) -> None:
         """After ``resync``: the remote's members become the ledger."""
@@ -200,6 +209,7 @@ class Ledger:
             "state = excluded.state, last_synced_at = coalesce(excluded.last_synced_at, "
             "dest_state.last_synced_at), version = dest_state.version + 1, resync = FALSE",
             [self.dest, json.dumps(state), synced_at])
+        self.store._committed()
 
     def forget(self) -> int:
         """``resync``: drop the ledger and ask the next run to reconcile from the remote."""
