@@ -290,3 +290,13 @@ def test_an_older_duckdb_store_is_adopted_by_its_mapping(cli, tmp_path):
     s = Store.open(path, read_only=True)
     assert s.mapping == "m" and len(s.history()) == 2
     s.close()
+
+
+def test_validate_names_a_store_it_does_not_know(cli, tmp_path):
+    contacts(tmp_path / "contacts.csv", 3)
+    m = write_mapping(tmp_path / "m.yaml", mapping(tmp_path, store="mysql://h/db"))
+    res = cli("validate", "-c", m)
+    assert res.exit_code == 2 and "store: mysql:// is not a store" in res.output
+    m = write_mapping(tmp_path / "m.yaml", mapping(tmp_path))  # offline: no connection made
+    assert cli("validate", "-c", m, env={"STORE_URL": "postgresql://u:p@127.0.0.1:1/x"}
+               ).exit_code == 0

@@ -71,7 +71,7 @@ def check(project: Project, fields: _Fields | None = None, catalog: Catalog | No
     the connector classes whose options and connections are checked (None: not checked)."""
     c = _Checker(project, fields or {}, catalog)
     for step in (c.sources, c.scores, c.segments, c.cycles, c.groups, c.suppressions,
-                 c.destinations, c.connections, c.alerts):
+                 c.destinations, c.connections, c.alerts, c.store):
         step()
     return c.problems
 
@@ -431,6 +431,25 @@ class _Checker:
                          f"add it under sources.{source}.identity (e.g. {ident}: FIELD)")
 
     # ------------------------------------------------------------ connections
+
+    def store(self) -> None:
+        """``store:`` is a path (the embedded DuckDB file) or a ``postgresql://`` URL; with
+        ``engine: postgres``, the source's own database (the same URL) or omitted."""
+        store = self.m.store
+        if "://" in store and not store.startswith(("postgresql://", "postgres://")):
+            self.err("store", f"store: {store.split('://')[0]}:// is not a store crmsync knows",
+                     "a path (the DuckDB file, default .crmsync/state.duckdb) or "
+                     "postgresql://user:password@host:5432/db")
+            return
+        if getattr(self.m, "engine", "duckdb") != "postgres" or \
+                "store" not in self.m.model_fields_set:
+            return
+        dsns = [str((c.model_extra or {}).get("dsn")) for c in self.m.connections.values()
+                if c.type == "postgres"]
+        if store not in dsns:
+            self.err("store", "with engine: postgres the store must be the source's own "
+                     "database (the ledger and history live beside the table)",
+                     "omit store:, or give it the same URL as the postgres connection's dsn:")
 
     def connections(self) -> None:
         for name, conn in self.m.connections.items():
