@@ -251,52 +251,42 @@ def test_duckdb_store_keys_rows_by_mapping_name(cli, tmp_path):
     assert cli("run", "-c", a).exit_code == 0
     assert cli("run", "-c", b).exit_code == 0
     assert cli.json("run", "-c", a)["destinations"]["cust"]["calls"] == 0
+    assert cli.json("run", "-c", b)["destinations"]["cust"]["calls"] == 0
     assert read_csv_keys(tmp_path / "out/a.csv") == want(30)
     assert read_csv_keys(tmp_path / "out/b.csv") == want(30, seg="lead")
     con = duckdb.connect(str(tmp_path / ".crmsync/state.duckdb"), read_only=True)
-    try:
-        got = {s: {k for (k,) in con.execute(f'SELECT key FROM "{s}".ledger').fetchall()}
-               for s in ("a", "b")}
-        runs = {s: con.execute(f'SELECT count(*) FROM "{s}".runs').fetchone()[0]
-                for s in ("a", "b")}
+    try:  # the first mapping owns main; the other has its own schema
+        assert con.execute("SELECT name FROM main._mapping").fetchall() == [("a",)]
+        got = {s: {k for (k,) in con.execute(f"SELECT key FROM {s}.ledger").fetchall()}
+               for s in ("main", "b")}
+        runs = {s: con.execute(f"SELECT count(*) FROM {s}.runs").fetchone()[0]
+                for s in ("main", "b")}
     finally:
         con.close()
-    assert got == {"a": want(30), "b": want(30, seg="lead")}
-    assert runs == {"a": 2, "b": 1}
-    assert len(cli.json("history", "-c", b)) == 1
+    assert got == {"main": want(30), "b": want(30, seg="lead")}
+    assert runs == {"main": 2, "b": 2}
+    assert len(cli.json("history", "-c", b)) == 2
     # name: overrides the file name
     c = write_mapping(tmp_path / "c.yaml", mapping(tmp_path, store=None, out="out/a.csv",
                                                    name="a"))
     assert cli.json("run", "-c", c)["destinations"]["cust"]["calls"] == 0
 
 
-def test_an_older_duckdb_store_is_adopted_by_its_mapping(cli, tmp_path):
-    """A store written before mapping names (tables in main) keeps its ledger and history:
-    the first mapping that opens it takes its rows."""
+def test_an_older_duckdb_store_is_taken_by_its_mapping(cli, tmp_path):
+    """A store written before mapping names keeps its ledger and history: its rows go to
+    the first mapping that opens it; another mapping starts empty beside it."""
     contacts(tmp_path / "contacts.csv", 30)
     m = write_mapping(tmp_path / "m.yaml", mapping(tmp_path, store=None))
     assert cli("run", "-c", m).exit_code == 0
     path = tmp_path / ".crmsync/state.duckdb"
-    con = duckdb.connect(str(path))  # put it back as an older version left it
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE "
-                                        "schema_name = 'm'").fetchall()]
-    for t in tables:
-        con.execute(f'CREATE TABLE main."{t}" AS SELECT * FROM m."{t}"')
-    con.execute("CREATE SEQUENCE main.run_ids START 2")
-    con.execute("DROP SCHEMA m CASCADE")
+    con = duckdb.connect(str(path))  # as an older version left it: no owner recorded
+    con.execute("DROP TABLE main._mapping")
     con.close()
     res = cli.json("run", "-c", m)
-    assert res["destinations"]["cust"]["calls"] == 0 and res["run_id"] == 2
+    assert res["destinations"]["cust"]["calls"] == 0
+    other = write_mapping(tmp_path / "other.yaml", mapping(tmp_path, store=None,
+                                                           out="out/o.csv"))
+    assert cli.json("run", "-c", other)["destinations"]["cust"]["adds"] == len(want(30))
     s = Store.open(path, read_only=True)
-    assert s.mapping == "m" and len(s.history()) == 2
+    assert len(s.history()) == 2  # main: m's two runs
     s.close()
-
-
-def test_validate_names_a_store_it_does_not_know(cli, tmp_path):
-    contacts(tmp_path / "contacts.csv", 3)
-    m = write_mapping(tmp_path / "m.yaml", mapping(tmp_path, store="mysql://h/db"))
-    res = cli("validate", "-c", m)
-    assert res.exit_code == 2 and "store: mysql:// is not a store" in res.output
-    m = write_mapping(tmp_path / "m.yaml", mapping(tmp_path))  # offline: no connection made
-    assert cli("validate", "-c", m, env={"STORE_URL": "postgresql://u:p@127.0.0.1:1/x"}
-               ).exit_code == 0

@@ -60,6 +60,8 @@ def _setup(h: Harness, tmp, members: set[str], keys: list[str], **dest: Any):
               [[k, email_of(k), "in" if k in members else "out"] for k in keys])
     return write_mapping(tmp / "m.yaml", {
         "version": 1,
+        # a harness may name the store (e.g. the shared Postgres one)
+        **({"store": h.store_url} if getattr(h, "store_url", None) else {}),
         "connections": h.connections(),
         "sources": {"crm": {"type": "csv", "path": "contacts.csv", "key": "id",
                             "identity": {"email": "email"}}},

@@ -106,58 +106,30 @@ class Store(Snapshots, History, LiftGroups):
         return cls(Path(path), read_only, mapping)
 
     # ------------------------------------------------------------ one schema per mapping
-    def _schemas(self) -> list[str]:
-        """Schemas holding a mapping's tables (``main`` included when it does)."""
-        return [r[0] for r in self.con.execute(
-            "SELECT schema_name FROM duckdb_tables() WHERE table_name = '_migrations' "
-            "AND NOT temporary AND database_name = current_database() ORDER BY 1").fetchall()]
-
     def _scope(self, mapping: str | None, read_only: bool) -> str | None:
-        """Every row of a mapping lives in the DuckDB schema named after it, so mappings that
-        share a store never share a ledger, snapshot or history row. A store of an older
-        version (its tables in ``main``) is moved into the first named mapping that opens
-        it: its rows get that mapping's name."""
-        found = self._schemas()
+        """Mappings that share a store never share a row: the first mapping that opens the
+        file owns its ``main`` schema (its name kept in ``main._mapping``; a store written
+        before mappings had names, its rows included, goes to the first mapping that opens
+        it), and every other mapping has its tables in a schema named after it. ``None``
+        (tools, tests): ``main``."""
         if mapping is None:
-            named = [s for s in found if s != "main"]
-            mapping = named[0] if len(named) == 1 and "main" not in found else None
-            if mapping is None:
-                return None
-        if mapping not in found and not read_only:
-            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(mapping)}")
-            if found == ["main"]:
-                self._adopt_main(mapping)
-        if mapping in found or not read_only:
-            self.con.execute(f"USE {q(mapping)}")
+            return None
+        con = self.con
+        has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+                          "AND table_name = '_mapping'").fetchone()[0]
+        owner = con.execute("SELECT min(name) FROM main._mapping").fetchone()[0] if has else None
+        if owner is None and not read_only:
+            con.execute("CREATE TABLE IF NOT EXISTS main._mapping (name VARCHAR)")
+            con.execute("INSERT INTO main._mapping VALUES (?)", [mapping])
+            owner = mapping
+        if owner in (None, mapping):
+            return mapping
+        if not read_only:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(mapping)}")
+        if con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ? AND "
+                       "database_name = current_database()", [mapping]).fetchone()[0]:
+            con.execute(f"USE {q(mapping)}")
         return mapping
-
-    def _adopt_main(self, mapping: str) -> None:
-        """Move an older store's tables from ``main`` into ``mapping``'s schema."""
-        con, m = self.con, q(mapping)
-        con.execute("USE main")
-        self.migrate()  # bring main to the latest layout first
-        con.execute(f"USE {m}")
-        self.migrate()
-        con.execute("BEGIN")
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT "
-            "temporary AND database_name = current_database()").fetchall()]
-        for t in tables:
-            if t == "_migrations":
-                continue
-            exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? "
-                                 "AND table_name = ?", [mapping, t]).fetchone()[0]
-            if exists:
-                con.execute(f"INSERT INTO {m}.{q(t)} SELECT * FROM main.{q(t)}")
-            else:  # snapshots
-                con.execute(f"CREATE TABLE {m}.{q(t)} AS SELECT * FROM main.{q(t)}")
-            con.execute(f"DROP TABLE main.{q(t)}")
-        top = con.execute(f"SELECT coalesce(max(run_id), 0) + 1 FROM {m}.runs").fetchone()[0]
-        con.execute(f"DROP SEQUENCE {m}.run_ids")
-        con.execute(f"CREATE SEQUENCE {m}.run_ids START {int(top)}")
-        con.execute("DROP TABLE main._migrations")
-        con.execute("DROP SEQUENCE IF EXISTS main.run_ids")
-        con.execute("COMMIT")
 
     def close(self) -> None:
         self.con.close()
