@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from test_conformance_csv import CsvHarness
 
-from conformance import CHECKS
+from crmsync.connectors.testing import DESTINATION_CHECKS as CHECKS
 
 
 class PgStoreHarness(CsvHarness):

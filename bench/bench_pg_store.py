@@ -7,7 +7,7 @@ Starts a throwaway PostgreSQL server (tests/pgserver.py), fills ``analytics.cont
   changed (incremental by ``cursor:``, plus the key scan for deletions);
 * ``run`` on the embedded DuckDB store and on the shared Postgres store, first and again.
 
-    python bench/bench_postgres.py --n 200000
+    python bench/bench_pg_store.py --n 200000
 """
 
 from __future__ import annotations
