@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,6 +20,14 @@ from .sync.logs import setup_logging
 # no local variables in tracebacks: they may hold secrets or contacts' data
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Keep CRM segments current as lists, campaigns and ad audiences.")
+
+
+_COMMAND = ["crmsync"]  # the command being run, for the message of an unexpected error
+
+
+@app.callback()
+def _command(ctx: typer.Context) -> None:
+    _COMMAND[0] = ctx.invoked_subcommand or "crmsync"
 
 
 class LogFormatName(StrEnum):
@@ -82,15 +90,34 @@ def _errors(log_format: LogFormatName = LogFormatName.human):
         raise typer.Exit(exc.exit_code) from None
     except (typer.Exit, typer.Abort):
         raise  # the command's own exit code
-    except Exception:
-        if log_format is not LogFormatName.json:
+    except Exception as exc:
+        if os.environ.get("CRMSYNC_DEBUG"):
             raise  # the traceback, for a bug report
-        log.exception("unexpected error")
+        say(unexpected(exc))
         raise typer.Exit(1) from None
 
 
+def unexpected(exc: BaseException) -> str:
+    """A bug's one line: the command, the error, where it was raised in crmsync's code."""
+    import traceback
+
+    from .sync.logs import error_text
+
+    name = _COMMAND[0]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "crmsync" in f.filename or "/sync/" in f.filename]
+    where = ""
+    if frames:
+        f = frames[-1]
+        where = f" (at {Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno} " \
+                f"in {f.name})"
+    return (f"unexpected error in {name}: {error_text(exc)}{where}; this is a bug: rerun with "
+            "CRMSYNC_DEBUG=1 for the traceback and report it")
+
+
 def _runner(config: Path, as_of: str | None = None,
-            log_format: LogFormatName = LogFormatName.human, *, pull: bool = True):
+            log_format: LogFormatName = LogFormatName.human, *, pull: bool = True,
+            read_only: bool = False):
     """A runner over the checked mapping; ``pull=False`` (commands that read only the
     store) needs no platform secret in the environment, nor the source files."""
     from .sync.mapping.loader import load
@@ -98,13 +125,11 @@ def _runner(config: Path, as_of: str | None = None,
 
     setup_logging(log_format.value)
     project = load(config, pull=pull)
-    progress = None
-    if sys.stderr.isatty() and log_format is LogFormatName.human:
-        from rich.console import Console
+    from .sync.pipeline.progress import make
 
-        console = Console(stderr=True)
-        progress = lambda msg: console.print(f"[dim]… {msg}[/dim]")  # noqa: E731
-    return Runner(project, as_of=_as_of(as_of), progress=progress, pull=pull)
+    progress = make(log_format is LogFormatName.human)  # a bar on a terminal, else lines
+    return Runner(project, as_of=_as_of(as_of), progress=progress, pull=pull,
+                  read_only=read_only)
 
 
 def _print_plan(res) -> None:
@@ -120,13 +145,17 @@ def _print_plan(res) -> None:
 def validate(config: Config = DEFAULT, strict: Annotated[bool, typer.Option(
         "--strict", help="Warnings fail (exit 1).")] = False, as_json: Json = False) -> None:
     """Check the mapping (schema, semantics, governance lint). No network."""
+    from .sync.mapping.summary import problem_lines
     from .sync.pipeline.checks import check_project
+    from .sync.reports import data_lint
 
     with _errors():
         problems = check_project(config)
+        if not any(p.severity == "error" for p in problems):
+            problems += data_lint.problems(config)  # as `segments` reports it
         errors = [p for p in problems if p.severity == "error"]
         _out([p.to_dict() for p in problems], as_json,
-             lambda: [typer.echo(f"{p.severity}: {p}", err=True) for p in problems]
+             lambda: [typer.echo(line, err=True) for line in problem_lines(problems)]
              or typer.echo("ok"))
         if errors:
             raise typer.Exit(2)
@@ -175,7 +204,10 @@ def _write(path: Path, text: str) -> None:
     """Write an output file (its folder made if need be), or exit 2 saying why not."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds contacts
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
     except OSError as exc:
         raise ConfigError([Problem("", f"cannot write this file ({exc.strerror})",
                                    "give a path in a folder you can write to",
@@ -197,6 +229,9 @@ def _read_plan(path: Path) -> dict[str, Any]:
             or not isinstance(data["changes"], dict):
         raise ConfigError([Problem("", "not a crmsync plan file (it lacks "
                                    f"{', '.join(need)})", fix, file=str(path))])
+    from .sync.pipeline.plan_file import check_fields
+
+    check_fields(data, path)
     return data
 
 
@@ -208,7 +243,9 @@ def apply(plan_file: Annotated[Path, typer.Argument(help="A plan written by plan
     """Push exactly a reviewed plan; refuses a plan whose snapshot is stale."""
     with _errors(log_format):
         data = _read_plan(plan_file)
-        with _runner(config or Path(data["mapping"]), None, log_format) as runner:
+        from .sync.pipeline.plan_file import mapping_of
+
+        with _runner(config or mapping_of(data, plan_file), None, log_format) as runner:
             res = runner.apply(data, force=force)
         _report(res, as_json)
         raise typer.Exit(res.exit_code)
@@ -216,14 +253,15 @@ def apply(plan_file: Annotated[Path, typer.Argument(help="A plan written by plan
 
 @app.command()
 def history(config: Config = DEFAULT, as_json: Json = False,
-            limit: Annotated[int, typer.Option("--limit", "-n")] = 20) -> None:
+            limit: Annotated[int, typer.Option("--limit", "-n", min=0,
+                                               help="Runs to list (0 or more).")] = 20) -> None:
     """Recent runs and their per-destination figures."""
     from .sync.mapping.loader import load
     from .sync.store.figures import DestinationFigures
     from .sync.store.shared import open_store
 
     with _errors():
-        store = open_store(load(config, pull=False))
+        store = open_store(load(config, pull=False), read_only=True)
         try:
             runs = store.history(limit)
         finally:
@@ -264,8 +302,8 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
     from .sync.reports.explain import render
 
     with _errors():
-        with _runner(config, as_of, pull=not offline) as runner:
-            data = do_explain(runner, who, offline=offline)
+        with _runner(config, as_of, pull=not offline, read_only=offline) as runner:
+            data = do_explain(runner, who.strip(), offline=offline)
         _out(data, as_json, lambda: typer.echo(render(data)))
 
 
@@ -273,10 +311,11 @@ def explain(who: Annotated[str, typer.Argument(metavar="KEY_OR_EMAIL")],
 def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False,
              offline: Annotated[bool, typer.Option("--offline/--pull")] = True) -> None:
     """Segment sizes, overlap matrix and quality-gate findings for the current snapshot."""
+    from .sync.mapping.summary import text_lines
     from .sync.reports.segments import render_fit, render_overlap, segment_report
 
     with _errors():
-        with _runner(config, as_of, pull=not offline) as runner:
+        with _runner(config, as_of, pull=not offline, read_only=offline) as runner:
             data = segment_report(runner, offline=offline)
         overlaps = data.pop("_overlaps")
 
@@ -286,8 +325,9 @@ def segments(config: Config = DEFAULT, as_of: AsOf = None, as_json: Json = False
                            f"{v['sent']} sent")
             if data["segments"]:
                 typer.echo(render_overlap(data["segments"], overlaps))
-            for f in data["findings"]:
-                typer.echo(f"{f['severity']}: {f['path']}: {f['message']}")
+            for line in text_lines(f"{f['severity']}: {f['path']}: {f['message']}"
+                                   for f in data["findings"]):
+                typer.echo(line)
             for name, fit in data["scores"].items():
                 typer.echo(render_fit(name, fit))
 
@@ -321,7 +361,7 @@ def report(config: Config = DEFAULT,
     from .sync.reports.segments import segment_report
 
     with _errors():
-        with _runner(config, pull=False) as runner:
+        with _runner(config, pull=False, read_only=True) as runner:
             data = segment_report(runner, offline=True)
             html = render(runner.store, data["segments"], data["_overlaps"],
                           f"crmsync report: {config.name}")

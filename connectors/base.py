@@ -307,6 +307,11 @@ class Destination(ABC):
         """Keys currently in the remote audience, for ``resync``; None when unreadable."""
         return None
 
+    def member_values(self) -> dict[str, str] | None:
+        """Members and the value each holds, as ``encode_sql`` writes it, where the remote
+        shows them (a file), for ``resync``; None otherwise (``members`` is used)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and files."""
 

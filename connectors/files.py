@@ -5,9 +5,11 @@ from __future__ import annotations
 import bisect
 import codecs
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tempfile
 from abc import abstractmethod
@@ -20,7 +22,7 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sync.errors import ConfigError, CrmsyncError, Problem
+from ..sync.errors import ConfigError, CrmsyncError, DestinationStopped, Problem
 from ..sync.mapping.model import FieldType
 from ..sync.sql import lit, q
 from .base import (
@@ -373,6 +375,8 @@ def _lines(fh: BinaryIO) -> Iterator[bytes]:
 def _why(exc: Exception, lines: int) -> str:
     """Why a record failed, in words (``lines``: how many lines it had taken)."""
     text = str(exc)
+    if "field limit" in text and lines <= 1:  # one line: a huge value, not an open quote
+        return f"a value is longer than {csv.field_size_limit() // 1024} KB"
     if lines > 1 or "end of data" in text or "field limit" in text:
         return "a quoted value is not closed"
     if isinstance(exc, _Undecodable):
@@ -449,6 +453,35 @@ def _clean_copy(src: Path, dst: Path, delimiter: str, width: int) -> _Cleaned:
                 taken.clear()
 
 
+def temp_path(path: Path) -> Path:
+    """Where the csv destination writes ``path`` before replacing it: one fixed name
+    beside it, so a run killed mid-write leaves a file the next run finds."""
+    return path.with_name(f".{path.name}.crmsync-tmp")
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove what a killed write left beside ``path``: ``temp_path`` and the randomly
+    named ``.<name>.XXXXXXXX`` files of earlier versions (``tempfile.mkstemp``)."""
+    old = re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}")
+    try:
+        found = [p for p in path.parent.iterdir()
+                 if p == temp_path(path) or old.fullmatch(p.name)]
+    except OSError:
+        return
+    for p in found:
+        if p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The checksum of a file crmsync wrote, to notice a hand edit on the next run."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class CsvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
@@ -462,6 +495,7 @@ class CsvDestination(Destination):
     target_option = "path"
     value = "identity"
     max_batch = 1 << 62  # the whole diff in one write
+    _state: dict[str, Any] | None = None  # what open() returned; the file's checksum kept in it
 
     @property
     def path(self) -> Path:
@@ -476,16 +510,38 @@ class CsvDestination(Destination):
         return json.dumps([identity.get(i) or "" for i in self.config.identifiers])
 
     def needs_open(self, state: RemoteState) -> bool:
-        return True  # a free check that the file is still there
+        return True  # a free check that the file is still there, and as written
 
     def open(self, state: RemoteState) -> RemoteState:
+        """Remove temp files a killed run left; when the file is gone, or is not the file
+        crmsync last wrote (edited by hand: its checksum differs), reconcile from what it
+        holds now (``resync``), so the next write puts it right."""
+        remove_stale_temps(self.path)
+        if self.path.is_dir() or (self.path.exists() and not self.path.is_file()):
+            raise DestinationStopped(f"{self.options.path} is not a file (looked in "
+                                     f"{self.path}); remove it, or set path: to a file")
+        self._state = dict(state)
         if not self.path.exists():
             self._write({})
-            return RemoteState(state, resync=True)  # the file is gone: reconcile from it
-        return state
+            return RemoteState(self._state, resync=True)  # gone: reconcile from it
+        if state.get("sha256") and state["sha256"] != (now := file_sha256(self.path)):
+            # edited since crmsync wrote it: the ledger becomes what the file holds now
+            self._state["sha256"] = now
+            return RemoteState(self._state, resync=True)
+        return RemoteState(self._state)
+
+    def remember(self) -> dict[str, Any] | None:
+        """The state with the checksum of the file as last written."""
+        return self._state
 
     def members(self) -> Iterator[str]:
         return iter(self._read())
+
+    def member_values(self) -> dict[str, str]:
+        """Each member's value as ``encode_sql`` makes it (DuckDB's ``to_json`` of the
+        identifiers), so a resync of an unchanged file finds nothing to update."""
+        return {k: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                for k, v in self._read().items()}
 
     def _read(self) -> dict[str, list[str]]:
         if not self.path.exists():
@@ -497,7 +553,8 @@ class CsvDestination(Destination):
 
     def _write(self, rows: dict[str, list[str]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        tmp = temp_path(self.path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # contacts' data
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["key", *self.config.identifiers])
@@ -505,6 +562,8 @@ class CsvDestination(Destination):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        if self._state is not None:
+            self._state["sha256"] = file_sha256(self.path)  # saved with the run's state
 
     def write(self, op: Op, changes: list[Change]) -> BatchResult:
         rows = self._read()

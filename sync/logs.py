@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 _EMAIL = re.compile(r"[^\s@<>()\"',;:]+@[^\s@<>()\"',;:]+\.[A-Za-z]{2,}")
 # E.164 (+ then digit groups, one separator between groups, optional parentheses) with 8 or
@@ -22,14 +24,23 @@ _NANP = re.compile(r"\(\d{3}\)\s*\d{3}[-. ]\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b
 
 #: values read from the environment by the mapping; masked wherever redact() runs
 _SECRETS: set[str] = set()
-MIN_SECRET = 8  # shorter values (a region code, a flag) are not worth masking
+#: values shorter than this are masked only where they stand as a whole word (a short token
+#: in "Bearer tok7777"), so that "US" does not mask the "US" inside "STATUS"
+WORD_SECRET = 8
+_SHORT: re.Pattern[str] | None = None
 
 
 def secret(value: str) -> None:
-    """Mask ``value`` in everything ``redact`` sees from now on (a platform's error text that
-    echoes a token, a traceback)."""
-    if len(value) >= MIN_SECRET:
-        _SECRETS.add(value)
+    """Mask ``value``, whatever its length, in everything ``redact`` sees from now on (a
+    platform's error text that echoes a token, a traceback)."""
+    global _SHORT
+    value = value.strip()
+    if not value or value in _SECRETS:
+        return
+    _SECRETS.add(value)
+    short = sorted((s for s in _SECRETS if len(s) < WORD_SECRET), key=len, reverse=True)
+    _SHORT = re.compile(r"(?<![\w])(?:" + "|".join(map(re.escape, short)) + r")(?![\w])") \
+        if short else None
 
 
 def _phone(m: re.Match[str]) -> str:
@@ -40,7 +51,10 @@ def redact(text: str) -> str:
     """``text`` with the mapping's secrets and anything that looks like an email address or
     phone number masked (a last line of defence: code logs contact keys only)."""
     for s in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(s, "<secret>")
+        if len(s) >= WORD_SECRET:
+            text = text.replace(s, "<secret>")
+    if _SHORT is not None:
+        text = _SHORT.sub("<secret>", text)
     return _NANP.sub("<phone>", _E164.sub(_phone, _EMAIL.sub("<email>", text)))
 
 
@@ -51,13 +65,69 @@ def one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _attr(exc: BaseException, *names: str) -> Any:
+    for n in names:
+        v = getattr(exc, n, None)
+        try:
+            v = v() if callable(v) else v
+        except Exception:  # an SDK accessor that needs what this error lacks
+            v = None
+        if v not in (None, ""):
+            return v
+    return None
+
+
+def _body_fields(body: str) -> tuple[Any, Any]:
+    """(code, message) from a JSON error body (``{"message"}``, ``{"error": {...}}``...)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    err = data.get("error", data) if isinstance(data, dict) else {}
+    if not isinstance(err, dict):
+        return None, err if isinstance(err, str) else None
+    code = err.get("category") or err.get("code") or err.get("status")
+    return code, err.get("message") or err.get("error_description")
+
+
+def what_to_do(status: int | None) -> str:
+    """The next step for an HTTP status a platform answered."""
+    if status in (401, 403):
+        return "check the connection's credentials (the ${VAR} the mapping names) and scopes"
+    if status == 404:
+        return "check the destination's list/audience id, or run crmsync resync NAME"
+    if status == 429 or (status or 0) >= 500:
+        return "the platform is busy or failing: the next run retries"
+    if status is not None and 400 <= status < 500:
+        return "the platform refused the request: check the destination's options"
+    return "rerun with CRMSYNC_DEBUG=1 for the traceback and report it"
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an SDK's exception carries, if any."""
+    status = _attr(exc, "status", "status_code", "http_status")
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+#: a response body longer than this is reduced to the platform's code and message
+SHORT_BODY = 200
+
+
 def error_text(exc: BaseException) -> str:
     """An unexpected exception as one redacted line: an SDK's HTTP error as its status and
-    body (not its headers)."""
-    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
-    if isinstance(status, int) and body:
-        body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        return one_line(f"{type(exc).__name__}: HTTP {status}: {body}")
+    its body when short, else the platform's code and message from it (never the headers,
+    nor a whole long body)."""
+    status = http_status(exc)
+    if status is not None:
+        body = _attr(exc, "body", "content", "text")
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+        if text and len(text) <= SHORT_BODY:
+            return one_line(f"{type(exc).__name__}: HTTP {status}: {text}")
+        code, message = _body_fields(text)
+        code = _attr(exc, "api_error_code") or code
+        message = _attr(exc, "api_error_message") or message or text or str(exc)
+        return one_line(f"{type(exc).__name__}: HTTP {status}" + (f" {code}" if code else "")
+                        + f": {message}")
     return one_line(f"{type(exc).__name__}: {exc}")
 
 
@@ -80,6 +150,25 @@ class PlainFormatter(logging.Formatter):
         return redact(super().formatException(ei))
 
 
+def same_terminal() -> bool:
+    """Whether stdout and stderr are the same terminal (a person running crmsync by hand)."""
+    try:
+        if not (sys.stdout.isatty() and sys.stderr.isatty()):
+            return False
+        a, b = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
+
+
+class SummaryFilter(logging.Filter):
+    """Drops records marked ``extra={"summary": True}`` (a destination's summary line, which
+    stdout prints) when stdout is the terminal the logs go to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "summary", False)
+
+
 def setup_logging(fmt: str = "human", level: int = logging.INFO) -> None:
     root = logging.getLogger("crmsync")
     root.handlers.clear()
@@ -93,6 +182,8 @@ def setup_logging(fmt: str = "human", level: int = logging.INFO) -> None:
 
         handler = RichHandler(show_path=False, markup=False)
         handler.setFormatter(PlainFormatter("%(message)s"))
+        if same_terminal():
+            handler.addFilter(SummaryFilter())
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(message)s",

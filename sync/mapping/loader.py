@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ConfigError, Problem
 from ..logs import secret
 from .model import Condition, DestinationConfig, Mapping, did_you_mean, parse_condition
+from .yaml_limits import check_graph, read_text
 
 
 class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
@@ -220,6 +221,16 @@ def _dotenv(folder: Path) -> dict[str, str]:
     env_file = folder / ".env"
     if not env_file.is_file():
         return {}
+    try:
+        raw = env_file.read_bytes()
+        raw.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot read .env ({exc.strerror})",
+                                   "check the file's permissions", str(env_file))]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem("", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                                   "save .env as UTF-8 (KEY=value lines)", str(env_file),
+                                   raw[:exc.start].count(b"\n") + 1)]) from None
 
     class DotEnv(BaseSettings):
         model_config = SettingsConfigDict(env_file=env_file, extra="allow")
@@ -311,21 +322,27 @@ def load(path: str | Path, env: dict[str, str] | None = None, *, pull: bool = Tr
     environment variables that are not set read as empty."""
     path = Path(path)
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Problem("", f"mapping file {file} not found",
-                                   "pass -c PATH, or create crmsync.yaml", file)]) from None
+    text = read_text(path)  # bounded: size, UTF-8
     problems: list[Problem] = []
     try:
         node = yaml.compose(text, Loader=YamlLoader)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError([Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
                                    "check indentation and quoting", file,
                                    mark.line + 1 if mark else None)]) from None
+    lines: dict[str, int] = {}
+    if node is not None:
+        check_graph(node, file)  # aliases, nesting: before anything expands them
+        _line_map(node, (), lines, problems, file)  # before merge keys (<<) are flattened
     try:
         data = YamlLoader("").construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:  # a tag the safe loader does not build (!!python/object)
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError([Problem("", f"not a plain YAML value: {getattr(exc, 'problem', exc)}",
+                                   "remove the tag: a mapping holds only plain values (text, "
+                                   "numbers, lists, mappings)", file,
+                                   mark.line + 1 if mark else None)]) from None
     except ValueError as exc:  # e.g. an impossible date such as 2026-13-01
         bad = _bad_scalar(node)
         raise ConfigError([Problem("", f"not a valid value: {exc}",
@@ -334,8 +351,6 @@ def load(path: str | Path, env: dict[str, str] | None = None, *, pull: bool = Tr
     if not isinstance(data, dict):
         raise ConfigError([Problem("", "the mapping file must be a YAML mapping",
                                    "start with 'version: 1'", file, 1)])
-    lines: dict[str, int] = {}
-    _line_map(node, (), lines, problems, file)
     environment = {**_dotenv(path.parent), **(os.environ if env is None else env)}
     used: dict[str, str] = {}
     data = _interpolate(data, (), environment, used, problems if pull else None)

@@ -27,6 +27,9 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(min|h|d|w)\s*$")
 _UNITS = {"min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+MAX_DURATION = timedelta(days=36525)
+
+
 def parse_duration(text: Any) -> timedelta:
     """`Nmin`, `Nh`, `Nd`, `Nw` -> timedelta. Months and years are refused (say days)."""
     m = _DURATION.match(str(text))
@@ -34,7 +37,13 @@ def parse_duration(text: Any) -> timedelta:
         if re.match(r"^\s*\d+\s*(mo|month|months|m|y|yr|year|years)\s*$", str(text)):
             raise ValueError(f"bad duration {text!r}: months and years are not allowed; say days (e.g. 90d)")
         raise ValueError(f"bad duration {text!r}: use Nmin, Nh, Nd or Nw (e.g. 30d)")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        td = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        td = timedelta.max
+    if td > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is too long: at most 100 years (36525d)")
+    return td
 
 
 def is_duration(text: Any) -> bool:

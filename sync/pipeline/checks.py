@@ -20,6 +20,7 @@ from ..mapping.loader import Project, load
 from ..mapping.model import FieldType, did_you_mean
 from ..store.database import Store
 from ..store.shared import is_url
+from . import local_checks
 from .build import make_source
 
 _Fields = dict[str, dict[str, FieldType | None]]
@@ -105,7 +106,7 @@ def problems_of(project: Project, sources: dict[str, Source | None], pull: bool 
                 ) -> list[Problem]:
     """Every problem of a loaded mapping but lint: its sources' files, then semantics."""
     fields, found = known_fields(project, sources, pull)
-    return found + check(project, fields)
+    return found + check(project, fields) + local_checks.problems(project)
 
 
 def require_valid(project: Project, sources: dict[str, Source | None], pull: bool = True

@@ -10,7 +10,7 @@ followed by a re-run converges with nothing lost and nothing sent twice that mat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,15 @@ def _chunks(rows: list, size: int) -> Iterator[list]:
         yield rows[i:i + size]
 
 
+def usable_identifier(col: str) -> str:
+    """SQL: the identifier value ``col``, or NULL when it cannot identify anyone: it holds a
+    NUL byte, or is a JSON object (a nested value from a JSON lines source). Such contacts
+    are counted as ``no_identifier``, never written or hashed."""
+    return (f"CASE WHEN contains({col}, chr(0)) OR (starts_with({col}, '{{') "
+            f"AND coalesce(json_type(try_cast({col} AS JSON)) = 'OBJECT', FALSE)) "
+            f"THEN NULL ELSE {col} END")
+
+
 @dataclass
 class Candidates:
     """SQL over the evaluation's ``eval_<source>`` view describing one destination's
@@ -73,7 +82,8 @@ class Candidates:
     sup: str
     consent: str
     has_id: str
-    id_cols: dict[str, str]  # identifier name -> SQL
+    id_cols: dict[str, str]  # identifier name -> SQL (NULL when not usable)
+    raw_id: str = "FALSE"  # SQL: some identifier has a value, usable or not
 
     @classmethod
     def of(cls, ev: Evaluation, cfg: DestinationConfig) -> Candidates:
@@ -95,14 +105,16 @@ class Candidates:
         else:
             consent = "TRUE"
         ident = m.sources[source].identity.fields()
-        id_cols = {name: f"CAST({q(ev.id_column(source, fld))} AS VARCHAR)"
+        id_cols = {name: usable_identifier(f"CAST({q(ev.id_column(source, fld))} AS VARCHAR)")
                    for name, fld in ident.items()}
         wanted = [i for i in cfg.identifiers if i in id_cols]
         has_id = (" OR ".join(f"{id_cols[i]} IS NOT NULL" for i in wanted) or "FALSE") \
             if cfg.identifiers else "TRUE"
+        raw_id = " OR ".join(f"{q(ev.id_column(source, ident[i]))} IS NOT NULL"
+                             for i in wanted) or "FALSE"
         member = "(" + " OR ".join(q("m:" + s) for s in segs) + ")"
         return cls(source, member, label, f"({held})", f"({sup})", f"({consent})", f"({has_id})",
-                   id_cols)
+                   id_cols, f"({raw_id})")
 
     def counts(self) -> list[str]:
         """Aggregates: held out, suppressed, no consent, no identifier."""
@@ -209,12 +221,15 @@ class DestinationSync:
         p.rejects = [(k, f"no_identifier: {r}") for k, r in rejected]
 
     # ------------------------------------------------------------ push
-    def push(self, plan: DestPlan, now: datetime) -> DestinationFigures:
-        """Send the diff in batches; checkpoint the ledger after each acknowledged batch.
-        Returns the plan's figures with what was sent."""
+    def push(self, plan: DestPlan, now: datetime,
+             progress: Callable[[int, int], None] | None = None) -> DestinationFigures:
+        """Send the diff in batches; checkpoint the ledger after each acknowledged batch
+        (``progress(rows sent, rows to send)`` after each). Returns the plan's figures with
+        what was sent."""
         out = plan.figures
         out.rejects = [*self.without_identifier(), *out.rejects]
         done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
+        total, sent = out.add + out.update + out.remove, 0
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
@@ -235,6 +250,9 @@ class DestinationSync:
                     retried = self.dest.ctx.meter.retries > retries
                     result.preexisting -= set(result.preexisting) if retried else unacked
                 self.ledger.checkpoint(op, rng.rows, rng.params, batch, result, now)
+                sent += len(batch)
+                if progress is not None:
+                    progress(sent, max(total, sent))
                 setattr(out, done[op], getattr(out, done[op]) + len(result.done))
                 out.rejected += len(result.rejected)
                 out.deferred += len(result.deferred)
@@ -250,15 +268,19 @@ class DestinationSync:
         if not ids:
             return []
         rows = self.con.execute(
-            f"SELECT _key FROM {self.ev.table(self.source)} WHERE {c.sendable()} "
+            f"SELECT _key, {c.raw_id} FROM {self.ev.table(self.source)} WHERE {c.sendable()} "
             f"AND NOT {c.has_id} ORDER BY _key").fetchall()
-        why = f"no_identifier: no value for {' or '.join(ids)}"
-        return [(k, why) for (k,) in rows]
+        names = " or ".join(ids)
+        none = f"no_identifier: no value for {names}"
+        bad = f"no_identifier: no usable value for {names} (a NUL byte, or a JSON object)"
+        return [(k, bad if raw else none) for k, raw in rows]
 
     def resync_from_remote(self) -> bool:
         """After ``resync``: the remote's members become the ledger (when readable)."""
-        keys = self.dest.members()
+        values = self.dest.member_values()  # a remote that shows what it holds (a file)
+        keys = self.dest.members() if values is None else list(values)
         if keys is None:
             return False
-        self.ledger.replace(keys, "''" if self.dest.value == "none" else "NULL", self.ev.now)
+        self.ledger.replace(keys, "''" if self.dest.value == "none" else "NULL", self.ev.now,
+                            values)
         return True

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,9 +15,10 @@ import duckdb
 from ...connectors.base import Destination, RemoteState, SourceState
 from ..clock import iso, utcnow
 from ..errors import ConfigError, CrmsyncError, DestinationStopped
-from ..logs import error_text, one_line
+from ..logs import error_text, http_status, one_line, redact, what_to_do
 from ..mapping.loader import Project
 from ..mapping.model import DestinationConfig
+from ..mapping.summary import text_lines
 from ..segments.engine import Evaluation
 from ..sql import lit, q
 from ..store.database import Store
@@ -29,6 +29,7 @@ from ..store.snapshot import layout
 from .alerts import Event, send
 from .build import make_destination, make_source
 from .checks import build_sources, require_valid
+from .progress import Progress, counted, quiet
 from .push import Candidates, DestinationSync, DestPlan, count_all
 
 log = logging.getLogger("crmsync")
@@ -58,12 +59,13 @@ class Result:
     def plan_json(self) -> dict[str, Any]:
         return {"as_of": iso(self.as_of), "segments": self.segments,
                 "destinations": {d.name: d.plan_json() for d in self.destinations},
-                "warnings": self.warnings}
+                "warnings": [redact(w) for w in self.warnings]}  # as logs show them
 
     def run_json(self) -> dict[str, Any]:
         return {"as_of": iso(self.as_of), "segments": self.segments,
                 "destinations": {d.name: d.run_json() for d in self.destinations},
-                "warnings": self.warnings, "run_id": self.run_id, "exit_code": self.exit_code}
+                "warnings": [redact(w) for w in self.warnings], "run_id": self.run_id,
+                "exit_code": self.exit_code}
 
 
 # ---------------------------------------------------------------- the cycle
@@ -73,24 +75,25 @@ class Runner:
     """Runs commands against one mapping and its store."""
 
     def __init__(self, project: Project, *, as_of: datetime | None = None,
-                 progress: Callable[[str], None] | None = None, checked: bool = True,
-                 pull: bool = True):
+                 progress: Progress | None = None, checked: bool = True,
+                 pull: bool = True, read_only: bool = False):
         """Build the mapping's sources (once: the checks read them, then the pulls) and,
         unless ``checked=False`` (commands that only change the store), stop with every error
         ``crmsync validate`` reports; then open the store. ``pull=False``: as
-        ``checks.known_fields``."""
+        ``checks.known_fields``. ``read_only``: see ``Store.open_for_reading``."""
         self.project = project
         self.started = utcnow()
         self.now = as_of or self.started
-        self.progress = progress or (lambda msg: None)
+        self.progress: Progress = progress or quiet
         self.sources = build_sources(project, self.now)
         if checked:
             require_valid(project, self.sources, pull)
-        self.store: Store = open_store(project)  # a DuckDB file, or shared Postgres
+        self.store: Store = open_store(project, read_only)  # a DuckDB file, or shared Postgres
         self.pull_warnings: list[str] = []  # what the sources read but could not take as is
 
     def close(self) -> None:
         self.store.close()
+        getattr(self.progress, "close", lambda: None)()  # a progress bar: clear it
 
     def __enter__(self) -> Runner:
         return self
@@ -113,6 +116,9 @@ class Runner:
                 if self.store.layout(name) != layout(src.key, schema, identity):
                     state = SourceState()  # fields, types or kept texts changed: pull all
                 result = src.pull(state)
+                if result.sql is None and result.rows is not None:  # a platform's pages
+                    result.rows = counted(result.rows, lambda n, name=name: self.progress(
+                        f"pulling {name}", n, None))
             except ConfigError as exc:  # the file changed since the mapping was checked
                 raise ConfigError([self.project.problem(p.path, p.message, p.fix)
                                    for p in exc.problems]) from None
@@ -127,7 +133,7 @@ class Runner:
                                                      identity)
             log.info("pulled %s: %d contacts (%s) in %.1fs", name, n,
                      "full" if result.full else "incremental", time.monotonic() - t0)
-            for w in warnings:
+            for w in text_lines(warnings):
                 log.warning("%s", w)
             self.pull_warnings += warnings
 
@@ -136,7 +142,7 @@ class Runner:
             self.pull()
         self.progress("evaluating segments")
         ev = Evaluation.build(self.project, self.store, self.now)
-        for w in ev.warnings:
+        for w in text_lines(ev.warnings):
             log.warning("%s", w)
         return ev
 
@@ -160,6 +166,7 @@ class Runner:
 
     # ------------------------------------------------------------ commands
     def plan(self, *, offline: bool = False, only: list[str] | None = None) -> Result:
+        self.selected(only)  # an unknown --only name: exit 2 before pulling
         with self.store.lock():
             ev = self.evaluate(offline)
             res = Result(self.now, ev.segment_sizes(),
@@ -183,7 +190,7 @@ class Runner:
         """A reviewable plan: figures plus every change, bound to the mapping (its digest)
         and the snapshot (its version)."""
         out = res.plan_json()
-        out["mapping"] = str(self.project.path)
+        out["mapping"] = str(self.project.path.resolve())  # applies from any folder
         out["mapping_sha256"] = self.mapping_digest()
         out["snapshot_version"] = self.store.snapshot_version()
         out["changes"] = {name: self._changes(p) for name, p in res.plans.items()}
@@ -202,6 +209,7 @@ class Runner:
     def run(self, *, only: list[str] | None = None, dry_run: bool = False,
             force: bool = False, command: str = "run", offline: bool = False,
             plan_file: dict[str, Any] | None = None) -> Result:
+        self.selected(only)  # an unknown --only name: exit 2 before pulling
         with self.store.lock():
             checked = self._check_plan(plan_file) if plan_file is not None else None
             run_id = self.store.begin_run(f"{command} --dry-run" if dry_run else command,
@@ -220,6 +228,9 @@ class Runner:
                         self._destination(ev, run_id, i, dry_run, force, plan_file))
                 if not dry_run:
                     self._record_lift_groups(run_id, ev, res.destinations)
+            except ConfigError:  # e.g. a file changed since the mapping was checked
+                self.store.end_run(run_id, utcnow(), "config error", 2)
+                raise
             except BaseException:
                 self.store.end_run(run_id, utcnow(), "crashed", 1)
                 raise
@@ -287,7 +298,7 @@ class Runner:
         out = DestinationFigures(cfg.name, cfg.segment, cfg.group, status="ok")
         if not dry_run and plan_file is None and (why := self.not_due(cfg)):
             out.status, out.message = "skipped", why
-            log.info("%s", out.summary())
+            log.info("%s", out.summary(), extra={"summary": True})
             return out
         t0 = time.monotonic()
         dest = None
@@ -313,7 +324,8 @@ class Runner:
                 out.status = "planned"
             else:
                 self.progress(f"pushing {cfg.name}: +{out.add} -{out.remove} ~{out.update}")
-                sync.push(plan, self.now)
+                sync.push(plan, self.now, lambda done, total, n=cfg.name: self.progress(
+                    f"pushing {n}", done, total))
                 pushed = True
                 out.readback = dest.readback() if opened else None
                 # what open() returned, or what the writes added to it (e.g. request ids)
@@ -325,8 +337,10 @@ class Runner:
                 raise
             out.status, out.message = "failed", one_line(str(exc))
         except Exception as exc:  # one destination's bug must not stop the others
-            log.exception("destination %s failed", cfg.name)
-            out.status, out.message = "failed", error_text(exc)
+            # one line (the summary below); the traceback only at DEBUG
+            log.debug("destination %s failed", cfg.name, exc_info=True)
+            out.status = "failed"
+            out.message = f"{error_text(exc)}; {what_to_do(http_status(exc))}"
         finally:
             if dest is not None:
                 out.calls, out.retries = dest.ctx.meter.calls, dest.ctx.meter.retries
@@ -335,7 +349,7 @@ class Runner:
         if not dry_run:  # the rejects of a push that did not finish are not kept
             self.store.record_destination(run_id, out, out.rejects if pushed else [])
         log.log(logging.WARNING if out.status in ("failed", "safeguard") else logging.INFO,
-                "%s", out.summary())
+                "%s", out.summary(), extra={"summary": True})
         return out
 
     def tripped(self, cfg: DestinationConfig, plan: DestinationFigures, force: bool

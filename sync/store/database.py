@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,7 +84,7 @@ class Store(Snapshots, History, LiftGroups):
 
     def __init__(self, path: Path, read_only: bool = False, mapping: str | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private(self.path)
         self._lock_fd: int | None = None
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
@@ -131,14 +133,48 @@ class Store(Snapshots, History, LiftGroups):
             con.execute(f"USE {q(mapping)}")
         return mapping
 
+    _copy: tempfile.TemporaryDirectory | None = None
+
+    @classmethod
+    def open_for_reading(cls, path: Path | str, mapping: str | None = None) -> Store:
+        """For commands that only read (``history``, ``report``, offline ``segments`` and
+        ``explain``): the store, or, while another process holds it (a run), a private copy
+        of its database and write-ahead log. DuckDB lets no other process open a file that
+        one holds for writing, not even read-only; the copy shows what the run committed."""
+        try:
+            return cls(Path(path), mapping=mapping)
+        except LockHeld:
+            return cls._copy_of(Path(path), mapping)
+
+    @classmethod
+    def _copy_of(cls, path: Path, mapping: str | None) -> Store:
+        tmp = tempfile.TemporaryDirectory(prefix="crmsync-read-")  # 0700
+        copy = Path(tmp.name) / path.name
+        try:
+            shutil.copyfile(path, copy)
+            if Path(f"{path}.wal").exists():
+                shutil.copyfile(f"{path}.wal", f"{copy}.wal")
+            store = cls(copy, mapping=mapping)
+        except (OSError, duckdb.Error) as exc:  # caught mid-checkpoint
+            tmp.cleanup()
+            raise LockHeld(f"a run is writing the store {path}; try again in a moment "
+                           f"({type(exc).__name__})") from None
+        store._copy = tmp
+        return store
+
     def close(self) -> None:
         self.con.close()
         self.release()
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy = None
 
     # ------------------------------------------------------------ lock & schema
     def acquire(self) -> None:
-        """Take the run lock or raise LockHeld (exit 4)."""
-        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the run lock or raise LockHeld (exit 4); a private copy needs none."""
+        if self._copy is not None:
+            return
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -204,3 +240,17 @@ class Store(Snapshots, History, LiftGroups):
         """A commit point (a transaction, or a write of run history or destination state):
         the shared store (``store.shared``) writes it through to Postgres here."""
 
+
+def private(path: Path) -> None:
+    """The store holds raw contact data: its folder is made 0700, and its files (the
+    database, its write-ahead log, the lock) are 0600. DuckDB creates the log later, with
+    the process's umask, so from here on this process creates files private to its user
+    (csv outputs and plan files hold contacts too)."""
+    os.umask(os.umask(0o077) | 0o077)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for f in (path, Path(f"{path}.wal"), Path(f"{path}.lock")):
+        try:
+            if f.stat().st_mode & 0o077:
+                f.chmod(0o600)  # a store made by an earlier version
+        except OSError:
+            pass

@@ -185,12 +185,18 @@ class Ledger:
             con.execute(f"DELETE FROM ledger WHERE {kept} AND key NOT IN "
                         f"(SELECT key FROM ({desired}))", [self.dest])
 
-    def replace(self, keys: Iterable[str], fp_sql: str, now: datetime) -> None:
-        """After ``resync``: the remote's members become the ledger."""
+    def replace(self, keys: Iterable[str], fp_sql: str, now: datetime,
+                values: dict[str, str] | None = None) -> None:
+        """After ``resync``: the remote's members become the ledger; with ``values`` (key ->
+        the value the remote holds), each with that value and its fingerprint ``md5``."""
         keys = list(keys)
         with self.store.transaction() as con:
             con.execute("DELETE FROM ledger WHERE dest = ?", [self.dest])
-            if keys:
+            if values:
+                con.execute("INSERT INTO ledger SELECT ?, k, md5(v), v, 'member', ? FROM "
+                            "(SELECT unnest(?) AS k, unnest(?) AS v)",
+                            [self.dest, now, keys, [values[k] for k in keys]])
+            elif keys:
                 con.execute(f"INSERT INTO ledger SELECT ?, unnest(?), {fp_sql}, NULL, 'member', "
                             f"?", [self.dest, keys, now])
 

@@ -427,7 +427,9 @@ def open_store(project: Any, read_only: bool = False) -> Store:
     url = store_url(project)
     if url:
         return PgStore(url, project.name, read_only)
-    return Store.open(project.store_path, read_only, mapping=project.name)
+    if read_only:
+        return Store.open_for_reading(project.store_path, mapping=project.name)
+    return Store.open(project.store_path, mapping=project.name)
 
 
 def store_url(project: Any) -> str | None:
