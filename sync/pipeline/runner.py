@@ -28,7 +28,7 @@ from ..store.snapshot import layout
 from .alerts import Event, send
 from .build import make_destination, make_source
 from .checks import build_sources, require_valid
-from .push import Candidates, DestinationSync, DestPlan, count_all
+from .push import Candidates, DestinationSync, DestPlan, count_all, sent_counts
 
 log = logging.getLogger("crmsync")
 
@@ -245,7 +245,9 @@ class Runner:
         """Sizes for history and the report; moves between segments since the last run, for
         every pair in an exclusive group and every transition an alert names."""
         con, m = self.store.con, self.project.mapping
-        self.store.record_sizes(run_id, sizes)
+        sent = sent_counts(ev, m.destinations)
+        self.store.record_sizes(run_id, {s: {**v, "sent": sent.get(s, 0)}
+                                         for s, v in sizes.items()})
         selects = [f"SELECT {lit(s)} AS segment, _key AS key FROM {ev.table(src)} "
                    f"WHERE {q('m:' + s)}" for s in m.segments
                    for src in [self.project.source_of("segments", s)]]
@@ -255,6 +257,8 @@ class Runner:
         pairs = {(a, b) for g in m.groups.values() if g.exclusive
                  for a in g.segments for b in g.segments if a != b}
         pairs |= {(t.from_, t.to) for al in m.alerts for t in al.transitions}
+        self.store.record_migrations(run_id, "_current", {
+            g: c.segments for g, c in m.groups.items() if c.exclusive})
         return self.store.record_memberships(run_id, "_current", sorted(pairs))
 
     def _record_lift_groups(self, run_id: int, ev: Evaluation,

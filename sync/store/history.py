@@ -24,36 +24,32 @@ class History:
     def transaction(self) -> Any: ...
 
     def record_sizes(self, run_id: int, sizes: dict[str, dict[str, int]]) -> None:
-        """Each segment's matched and held-out counts in run ``run_id``."""
-        for s, v in sizes.items():
-            self.con.execute("INSERT INTO segment_sizes VALUES (?, ?, ?, ?)",
-                             [run_id, s, v["matched"], v["held_out"]])
+        """Each segment's matched, held-out and sent (if given) counts in run ``run_id``."""
+        rows = [[run_id, s, v["matched"], v["held_out"], v.get("sent")]
+                for s, v in sizes.items()]
+        if rows:
+            self.con.executemany("INSERT INTO segment_sizes (run_id, segment, matched, "
+                                 "held_out, sent) VALUES (?, ?, ?, ?, ?)", rows)
 
-    def size_history(self, segment: str, last: int = 50) -> list[int]:
-        """The segment's matched count over its last ``last`` recorded runs, oldest first."""
-        return [r[0] for r in self.con.execute(
-            "SELECT matched FROM segment_sizes WHERE segment = ? ORDER BY run_id",
-            [segment]).fetchall()][-last:]
-
-    def last_moves(self) -> list[list[Any]]:
-        """(from, to, contacts) of the moves between segments recorded by the last run that
-        recorded any, largest first."""
-        return [list(m) for m in self.con.execute(
-            "SELECT from_segment, to_segment, contacts FROM transitions WHERE run_id = "
-            "(SELECT max(run_id) FROM transitions) ORDER BY contacts DESC").fetchall()]
-
-    def last_runs(self, per_dest: int = 5) -> list[tuple[datetime, DestinationFigures]]:
-        """Per destination, its last ``per_dest`` runs: when each started, and its figures
-        (seconds rounded to the hundredth)."""
-        cur = self.con.execute(
-            f"SELECT r.started_at, {', '.join('d.' + c for c in COLUMNS if c != 'duration_s')}, "
-            "round(d.duration_s, 2) AS duration_s "
-            "FROM run_destinations d JOIN runs r USING (run_id) "
-            "QUALIFY row_number() OVER (PARTITION BY d.dest ORDER BY r.run_id DESC) <= ? "
-            "ORDER BY d.dest, r.run_id DESC", [per_dest])
-        names = [c[0] for c in cur.description]
-        return [(r[0], DestinationFigures.from_row(dict(zip(names[1:], r[1:], strict=True))))
-                for r in cur.fetchall()]
+    def record_migrations(self, run_id: int, current: str,
+                          groups: dict[str, list[str]]) -> None:
+        """Per exclusive group, the from -> to counts between the last recorded run's
+        memberships and this run's (temp table ``current``: segment, key), stays and
+        joins/leaves (``''``) included. Call before ``record_memberships`` replaces them; the
+        first run of a store has nothing to compare with and records nothing."""
+        con = self.con
+        if not con.execute("SELECT count(*) FROM segment_sizes WHERE run_id < ?",
+                           [run_id]).fetchone()[0]:
+            return
+        for grp, segs in groups.items():
+            con.execute(
+                f"""INSERT INTO group_migrations
+                    SELECT ?, ?, coalesce(p.segment, ''), coalesce(c.segment, ''), count(*)
+                    FROM (SELECT key, segment FROM memberships
+                          WHERE segment IN (SELECT unnest(?))) AS p
+                    FULL JOIN (SELECT key, segment FROM {current}
+                               WHERE segment IN (SELECT unnest(?))) AS c USING (key)
+                    GROUP BY ALL""", [run_id, grp, segs, segs])
 
     def record_memberships(self, run_id: int, current: str,
                            pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, list]]:
