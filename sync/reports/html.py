@@ -247,9 +247,12 @@ def _fmt(x: Any, digits: int = 4) -> str:
 def _value(v: ReportView) -> str:
     out = ['<section id="value"><h2>Predicted value and lift</h2><h3>CLV fits</h3>']
     names = ["r", "alpha", "a", "b", "p", "q", "gamma", "n", "log_likelihood"]
+    if v.clv and any("n_repeat" in f for f in v.clv.values()):
+        names.insert(names.index("n") + 1, "n_repeat")
     if v.clv:
-        out.append('<p class="cap">BG/NBD (r, alpha, a, b; time in days) and Gamma-Gamma '
-                   "(p, q, gamma), fitted over the stored snapshot.</p>")
+        out.append('<p class="cap">BG/NBD (r, alpha, a, b; time in days) over n contacts and '
+                   "Gamma-Gamma (p, q, gamma) over the repeat buyers, fitted over the stored "
+                   "snapshot; – : not fitted.</p>")
         out.append(_table(["score", *names], [[f'<td class="row">{escape(s)}</td>',
                                                *(_fmt(f.get(k)) for k in names)]
                                               for s, f in v.clv.items()], "clv"))
