@@ -65,6 +65,9 @@ def test_each_run_records_sent_and_the_whole_migration_matrix(cli, tmp_path):
         moved, n = store.migrations_since(datetime(2026, 11, 2))
         assert n == 1 and ("ex", "ex") not in moved["g"] and moved["g"][("ex", "wy")] == 1
         assert store.migrations_since(datetime(2026, 11, 9)) == ({}, 0)
+        # the transitions alerts read (recorded for every pair of an exclusive group)
+        assert store.transitions_since([("ex", "wy"), ("ex", "any")], datetime(2026, 11, 1)) \
+            == {("ex", "wy"): (1, 1, datetime(2026, 11, 8)), ("ex", "any"): (0, 0, None)}
     finally:
         store.close()
 

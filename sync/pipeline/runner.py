@@ -254,12 +254,12 @@ class Runner:
         if not selects:
             return []
         con.execute("CREATE OR REPLACE TEMP TABLE _current AS " + " UNION ALL ".join(selects))
-        pairs = {(a, b) for g in m.groups.values() if g.exclusive
-                 for a in g.segments for b in g.segments if a != b}
-        pairs |= {(t.from_, t.to) for al in m.alerts for t in al.transitions}
-        self.store.record_migrations(run_id, "_current", {
+        # every pair of an exclusive group, from its from -> to matrix (one pass per group);
+        # the other transitions an alert names, pair by pair
+        moves = self.store.record_migrations(run_id, "_current", {
             g: c.segments for g, c in m.groups.items() if c.exclusive})
-        return self.store.record_memberships(run_id, "_current", sorted(pairs))
+        pairs = {(t.from_, t.to) for al in m.alerts for t in al.transitions}
+        return self.store.record_memberships(run_id, "_current", sorted(pairs), moves)
 
     def _record_lift_groups(self, run_id: int, ev: Evaluation,
                             outcomes: list[DestinationFigures]) -> None:

@@ -31,33 +31,49 @@ class History:
             self.con.executemany("INSERT INTO segment_sizes (run_id, segment, matched, "
                                  "held_out, sent) VALUES (?, ?, ?, ?, ?)", rows)
 
-    def record_migrations(self, run_id: int, current: str,
-                          groups: dict[str, list[str]]) -> None:
+    def record_migrations(self, run_id: int, current: str, groups: dict[str, list[str]]
+                          ) -> list[tuple[str, str, int, list]]:
         """Per exclusive group, the from -> to counts between the last recorded run's
         memberships and this run's (temp table ``current``: segment, key), stays and
-        joins/leaves (``''``) included. Call before ``record_memberships`` replaces them; the
-        first run of a store has nothing to compare with and records nothing."""
+        joins/leaves (``''``) included, in one pass per group. Call before
+        ``record_memberships`` replaces them; the first run of a store has nothing to compare
+        with and records nothing. Returns the moves between two segments of a group, with
+        the first few keys: (from, to, contacts, keys)."""
         con = self.con
         if not con.execute("SELECT count(*) FROM segment_sizes WHERE run_id < ?",
                            [run_id]).fetchone()[0]:
-            return
+            return []
+        moves: dict[tuple[str, str], tuple[str, str, int, list]] = {}
         for grp, segs in groups.items():
-            con.execute(
-                f"""INSERT INTO group_migrations
-                    SELECT ?, ?, coalesce(p.segment, ''), coalesce(c.segment, ''), count(*)
+            rows = con.execute(
+                f"""SELECT coalesce(p.segment, ''), coalesce(c.segment, ''), count(*),
+                        min(key, {KEY_SAMPLE})
                     FROM (SELECT key, segment FROM memberships
                           WHERE segment IN (SELECT unnest(?))) AS p
                     FULL JOIN (SELECT key, segment FROM {current}
                                WHERE segment IN (SELECT unnest(?))) AS c USING (key)
-                    GROUP BY ALL""", [run_id, grp, segs, segs])
+                    GROUP BY 1, 2 ORDER BY 1, 2""", [segs, segs]).fetchall()
+            if rows:
+                con.executemany("INSERT INTO group_migrations VALUES (?, ?, ?, ?, ?)",
+                                [[run_id, grp, a, b, int(n)] for a, b, n, _ in rows])
+            for a, b, n, keys in rows:
+                if a and b and a != b:
+                    moves.setdefault((a, b), (a, b, int(n), list(keys)))
+        return list(moves.values())
 
-    def record_memberships(self, run_id: int, current: str,
-                           pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, list]]:
+    def record_memberships(self, run_id: int, current: str, pairs: list[tuple[str, str]],
+                           known: Iterable[tuple[str, str, int, list]] = ()
+                           ) -> list[tuple[str, str, int, list]]:
         """Compare this run's memberships (temp table ``current``: segment, key) with the last
-        run's; record moves for ``pairs`` (from, to); keep the current ones for next time."""
-        moves = []
+        run's; record moves for ``pairs`` (from, to) and the ``known`` ones (e.g. those of
+        ``record_migrations``, not counted again); keep the current ones for next time."""
+        moves = list(known)
         con = self.con
-        for a, b in pairs:
+        for a, b, n, keys in moves:
+            con.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
+                        [run_id, a, b, n, keys])
+        done = {(a, b) for a, b, _, _ in moves}
+        for a, b in (p for p in pairs if p not in done):
             row = con.execute(
                 f"""SELECT count(*), list(key ORDER BY key)[1:5] FROM (
                     SELECT key FROM memberships WHERE segment = ?
