@@ -146,7 +146,8 @@ def line_chart(series: list[Series], title: str) -> str:
         xy = [(sx(t), sy(v)) for t, v in s.points]
         line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
         parts.append(f'<polyline class="{s.css}" points="{line}"/>')
-        tips = "".join(f'<circle class="{s.css}" cx="{x:.1f}" cy="{y:.1f}" r="2.6">'
+        r = 2.6 if len(s.points) <= 40 else 1.2  # dots, small when there are many runs
+        tips = "".join(f'<circle class="{s.css}" cx="{x:.1f}" cy="{y:.1f}" r="{r}">'
                        f"<title>{escape(s.label)} {t:%Y-%m-%d %H:%M}: {v:,.0f}</title></circle>"
                        for (x, y), (t, v) in zip(xy, s.points, strict=True))
         parts.append(tips)
