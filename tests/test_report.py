@@ -104,12 +104,12 @@ def test_view_model_and_page(cli, tmp_path):
     dest = {d.name: d for d in view.destinations}
     # week 1: all but 5 (no email); week 2: 7 added, 3 and 6 removed (a csv file holds
     # the group's members, not their segment: 1 and 2 stay as they are)
-    assert [(r.adds, r.removes, r.updates) for r in dest["g-out"].runs] == [(5, 0, 0),
-                                                                           (1, 2, 0)]
+    assert [(r.figures.adds, r.figures.removes, r.figures.updates)
+            for r in dest["g-out"].runs] == [(5, 0, 0), (1, 2, 0)]
     assert dest["g-out"].readback["match_rate"] == 63
     assert dest["any-out"].rejects == [{"reason": "no_identifier: no value for email",
                                         "count": 1, "keys": ["5"]}]
-    assert dest["any-out"].last.status == "ok"
+    assert dest["any-out"].last.figures.status == "ok"
 
     page = render(view)
     assert "size 1,200, match rate 63%" in page

@@ -200,29 +200,32 @@ def _readback(rb: dict[str, Any] | None) -> str:
 def _destination(d: DestinationView) -> str:
     out = [f'<div class="card dest" id="dest-{escape(d.name)}"><h3>{escape(d.name)}</h3>'
            f'<div class="desc">{escape(d.type)} · {escape(d.segment)}</div>']
-    r = d.last
-    if r is None:
+    if d.last is None:
         return "".join(out) + '<p class="none">no run recorded yet</p></div>'
+    r, when = d.last.figures, d.last.as_of
     rej = "".join(f"<li>{j['count']:,} {escape(j['reason'])}</li>" for j in d.rejects)
     out.append(
-        f'<dl class="kv"><dt>last run</dt><dd>{_dt(r.as_of)} '
+        f'<dl class="kv"><dt>last run</dt><dd>{_dt(when)} '
         f'<span class="status {escape(r.status)}">{escape(r.status)}</span></dd>'
         f"<dt>adds / removes</dt><dd>+{r.adds:,} / −{r.removes:,}"
         + (f" · {r.updates:,} updated" if r.updates else "") + "</dd>"
         f"<dt>rejected</dt><dd>{r.rejected:,}"
         + (f" · {r.no_identifier:,} without identifier" if r.no_identifier else "") + "</dd>"
         f"<dt>API calls</dt><dd>{r.calls:,} ({r.retries:,} retries)</dd>"
-        f"<dt>duration</dt><dd>{r.duration_s:.2f} s</dd>"
+        f"<dt>duration</dt><dd>{r.duration:.2f} s</dd>"
         f"<dt>platform</dt><dd>{_readback(d.readback)}</dd></dl>"
         + (f'<p class="cap">{escape(r.message)}</p>' if r.message else "")
         + (f'<div class="rejects"><span class="sub">not sent, by reason</span>'
            f"<ul>{rej}</ul></div>" if rej else ""))
-    out.append(bar_chart([(x.as_of, x.adds, x.removes) for x in d.runs],
+    out.append(bar_chart([(x.as_of, x.figures.adds, x.figures.removes) for x in d.runs],
                          f"{d.name}: adds and removes per run"))
-    rows = [[_dt(x.as_of), f'<td><span class="status {escape(x.status)}">{escape(x.status)}'
-             f"</span></td>", _n(x.desired), _n(x.adds), _n(x.removes), _n(x.updates),
-             _n(x.rejected), _n(x.calls), _n(x.retries), f"{x.duration_s:.2f}",
-             f'<td class="msg">{escape(x.message)}</td>'] for x in reversed(d.runs)]
+    rows = []
+    for x in reversed(d.runs):
+        f = x.figures
+        rows.append([_dt(x.as_of), f'<td><span class="status {escape(f.status)}">'
+                     f"{escape(f.status)}</span></td>", _n(f.desired if f.planned else None),
+                     _n(f.adds), _n(f.removes), _n(f.updates), _n(f.rejected), _n(f.calls),
+                     _n(f.retries), f"{f.duration:.2f}", f'<td class="msg">{escape(f.message)}</td>'])
     out.append(f"<details><summary>all {len(d.runs)} run(s)</summary>" + _table(
         ["as of", "status", "desired", "adds", "removes", "updates", "rejected", "calls",
          "retries", "seconds", "message"], rows) + "</details>")

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..mapping.loader import Project
 from ..store.database import Store
+from ..store.figures import DestinationFigures
 from ..store.report import NONE
 
 #: the migration window when ``report --since`` is not given: this long before the last run
@@ -62,19 +63,10 @@ class TransitionView:
 
 @dataclass
 class DestRun:
+    """One recorded run of a destination: its figures as history keeps them."""
     run_id: int
     as_of: datetime
-    status: str
-    adds: int
-    removes: int
-    updates: int
-    rejected: int
-    no_identifier: int | None
-    desired: int | None
-    calls: int
-    retries: int
-    duration_s: float
-    message: str
+    figures: DestinationFigures
 
 
 @dataclass
@@ -148,10 +140,8 @@ def build(store: Store, project: Project, sizes: dict[str, dict[str, int]],
     dests = []
     for cfg in m.destinations:
         rows = recorded.get(cfg.name, [])
-        dr = [DestRun(r["run_id"], r["as_of"], r["status"], r["adds"] or 0, r["removes"] or 0,
-                      r["updates"] or 0, r["rejected"] or 0, r["no_identifier"], r["desired"],
-                      r["calls"] or 0, r["retries"] or 0, r["duration_s"] or 0.0,
-                      r["message"] or "") for r in rows]
+        dr = [DestRun(r["run_id"], r["as_of"], DestinationFigures.from_row({**r, "dest": cfg.name}))
+              for r in rows]
         back = next(({**r["readback"], "as_of": r["as_of"]} for r in reversed(rows)
                      if r["readback"]), None)
         lastrun = dr[-1] if dr else None
