@@ -27,8 +27,8 @@ DEMO_ROWS = 20_000
 GENERATED_WITH_NUMPY = "2.4"  # numpy does not promise identical streams across versions
 
 COLUMNS = ["id", "email", "firstname", "lastname", "phone", "country", "lifecyclestage",
-           "hs_email_optout", "ads_consent", "num_employees", "industry", "first_order_date",
-           "last_order_date", "order_count", "total_revenue", "last_login", "projects", "email_clicks_30d",
+           "hs_email_optout", "ads_consent", "num_employees", "industry", "last_order_date",
+           "order_count", "total_revenue", "last_login", "projects", "email_clicks_30d",
            "page_views_30d", "interests", "created_at"]
 
 FIRST = ["James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "David",
@@ -261,17 +261,6 @@ def rows(n: int, seed: int) -> dict[str, list[str]]:
     optout = rng.random(n) < 0.07
     consent = rng.random(n) < np.where(optout, .05, .62)
 
-    # first purchase, for CLV: between the contact's creation and the last order (the same
-    # day for a single order); drawn from a second stream, so every other column is the same
-    # as before this column existed
-    extra = np.random.default_rng([seed, 1])
-    tenure = np.maximum(age_days - recency, 0)
-    gap = np.where(orders > 1, tenure * extra.beta(1.2, 2.0, n), 0.0)
-    first_order = last_order - (gap * DAY).astype("timedelta64[s]")
-    first_col = [d if b else "" for d, b in zip(_iso_dates(first_order).tolist(),
-                                                buyer.tolist(), strict=True)]
-    _dirty(extra, first_col, 0.01, BAD_DATES)
-
     return {
         "id": [f"c{i:06d}" for i in range(1, n + 1)],
         "email": _emails(rng, first, last),
@@ -284,7 +273,6 @@ def rows(n: int, seed: int) -> dict[str, list[str]]:
         "ads_consent": _bools(rng, consent, 0.1),
         "num_employees": employees_col,
         "industry": _variants(rng, _pick(rng, INDUSTRIES, None, n), 0.02),
-        "first_order_date": first_col,
         "last_order_date": order_date,
         "order_count": order_count,
         "total_revenue": total_revenue,
