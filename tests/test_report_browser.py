@@ -88,7 +88,8 @@ def report(tmp_path_factory) -> Path:
                           env={"DEMO_SNAPSHOT": "contacts-2"})
     assert week2.exit_code == 0, week2.output
     out = tmp / "report.html"
-    res = runner.invoke(app, ["report", "-c", str(mapping), "-o", str(out)])
+    res = runner.invoke(app, ["report", "-c", str(mapping), "-o", str(out),
+                              "--outcome", "last_order_date"])
     assert res.exit_code == 0, res.output
     return out
 
@@ -137,3 +138,8 @@ def test_dom_has_every_section_with_its_content(report: Path) -> None:
     assert "+443" in dom.text("dest-lifecycle-stage")
     value = dom.text("value")
     assert "CLV" in value and "Lift" in value
+    # the win-back: at_risk sent vs held out, on orders placed after the window's start
+    lift = dom.text("lift")
+    assert "at_risk last_order_date" in lift and "95% CI" in lift
+    assert re.search(r"champions last_order_date \d+ \d+ too few to judge", lift)
+    assert re.search(r"at_risk last_order_date 3\d\d 9\d 0\.1\d+ 0\.0\d+ 0\.1\d+ \+\d+", lift)

@@ -261,7 +261,7 @@ def _value(v: ReportView) -> str:
                                               for s, f in v.clv.items()], "clv"))
     else:
         out.append('<p class="none">none: no clv score in the mapping</p>')
-    out.append('<h3 id="lift">Lift (sent vs held out)</h3>')
+    out.append('<div id="lift"><h3>Lift (sent vs held out)</h3>')
     rows = []
     for x in v.lift or []:
         head = [f'<td class="row">{escape(x["segment"])}</td>', escape(str(x["outcome"]))]
@@ -280,8 +280,9 @@ def _value(v: ReportView) -> str:
                            "held-out value", "lift", "relative", "95% CI", "p-value"], rows,
                           "lift"))
     else:
-        out.append('<p class="none">none: no lift measured (a segment needs a holdout)</p>')
-    return "".join(out) + "</section>"
+        out.append('<p class="none">none: no lift measured (report --outcome FIELD '
+                   "measures it for each segment with a holdout)</p>")
+    return "".join(out) + "</div></section>"
 
 
 def render(view: ReportView) -> str:

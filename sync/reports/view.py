@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..mapping.loader import Project
+from ..mapping.model import FieldType
 from ..store.database import Store
 from ..store.figures import DestinationFigures
 from ..store.report import NONE
+from .lift import lift_report
 
 #: the migration window when ``report --since`` is not given: this long before the last run
 DEFAULT_WINDOW = timedelta(days=7)
@@ -93,6 +95,33 @@ class ReportView:
     destinations: list[DestinationView]
     clv: dict[str, dict[str, Any]] | None = None  # score -> r, alpha, a, b, p, q, gamma, ...
     lift: list[dict[str, Any]] | None = None  # SPEC's `lift --json` objects
+
+
+def window_start(store: Store, since: datetime | None) -> datetime | None:
+    """The migration window's start: ``since``, else ``DEFAULT_WINDOW`` before the last run."""
+    if since is not None:
+        return since
+    runs = store.recorded_runs()
+    return runs[-1]["as_of"] - DEFAULT_WINDOW if runs else None
+
+
+def measure_lift(runner: Any, outcomes: list[str], since: datetime | None
+                 ) -> list[dict[str, Any]] | None:
+    """``lift --json`` of every segment with a holdout on each of ``outcomes`` (a date
+    outcome counts the dates after ``since``); None without outcomes."""
+    if not outcomes:
+        return None
+    project = runner.project
+    out = []
+    for seg, cfg in project.mapping.segments.items():
+        if not cfg.holdout:
+            continue
+        found = runner.store.schema(project.source_of("segments", seg))
+        types = found[1] if found else {}
+        for o in outcomes:
+            dated = types.get(o) in (FieldType.date, FieldType.datetime)
+            out.append(lift_report(runner, seg, o, since if dated else None))
+    return out
 
 
 def _matrix(counts: dict[tuple[str, str], int], segs: list[str], caption: str,
