@@ -355,17 +355,29 @@ def lift(segment: Annotated[str, typer.Argument(help="A segment with a holdout."
 
 @app.command()
 def report(config: Config = DEFAULT,
-           output: Annotated[Path, typer.Option("-o", "--output")] = Path("report.html")) -> None:
-    """A self-contained HTML report: sizes over time, overlap, migrations, last runs."""
+           output: Annotated[Path, typer.Option("-o", "--output")] = Path("report.html"),
+           since: Annotated[str | None, typer.Option(
+               "--since", help="Start of the migration window, and of date outcomes "
+               "(ISO 8601); default: 7 days before the last run.")] = None,
+           outcome: Annotated[list[str] | None, typer.Option(
+               "--outcome", help="Measure lift on this field for every segment with a "
+               "holdout (repeatable).")] = None) -> None:
+    """A self-contained HTML report: sizes over time, overlap, migrations, destinations,
+    CLV fits and lift."""
+    from .sync.reports import view
     from .sync.reports.html import render
     from .sync.reports.segments import segment_report
 
     with _errors():
+        start = _parse_date("--since", since)
         with _runner(config, pull=False, read_only=True) as runner:
             data = segment_report(runner, offline=True)
-            html = render(runner.store, data["segments"], data["_overlaps"],
-                          f"crmsync report: {config.name}")
-        _write(output, html)
+            start = view.window_start(runner.store, start)
+            model = view.build(runner.store, runner.project, data["segments"],
+                               data["_overlaps"], title=f"crmsync report: {config.name}",
+                               since=start, clv=data.get("scores") or None,
+                               lift=view.measure_lift(runner, outcome or [], start))
+        _write(output, render(model))
         typer.echo(f"wrote {output}")
 
 

@@ -28,7 +28,7 @@ PARTS = ("connectors", "sync")
 #: the store's tables (sync/store/database.py MIGRATIONS), and the snapshot's snap_<source>
 STORE_TABLES = ("sources", "ledger", "dest_state", "runs", "run_destinations", "rejects",
                 "segment_sizes", "memberships", "identity_cache", "transitions",
-                "lift_groups", "_migrations", r"snap_\w*")
+                "group_migrations", "lift_groups", "_migrations", r"snap_\w*")
 SQL_OVER_TABLE = re.compile(
     r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+(?:" + "|".join(STORE_TABLES) + r")\b")
 

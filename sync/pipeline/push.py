@@ -137,6 +137,20 @@ class Candidates:
                 f"WHERE {self.sendable()} AND {self.has_id}")
 
 
+def sent_counts(ev: Evaluation, cfgs: list[DestinationConfig]) -> dict[str, int]:
+    """Per segment, its members that at least one of its destinations (``cfgs``) receives:
+    not held out, not suppressed, with consent and an identifier."""
+    out: dict[str, int] = {}
+    cands = [Candidates.of(ev, d) for d in cfgs]
+    for source in {c.source for c in cands}:
+        union = " UNION ALL ".join(f"SELECT key, label FROM ({c.desired(ev.table(source))})"
+                                   for c in cands if c.source == source)
+        for label, n in ev.con.execute(f"SELECT label, count(DISTINCT key) FROM ({union}) "
+                                       f"GROUP BY label").fetchall():
+            out[label] = int(n)
+    return out
+
+
 def count_all(ev: Evaluation, cfgs: list[DestinationConfig]) -> None:
     """The held-out / suppressed / no-consent / no-identifier figures of many destinations,
     one scan per source; ``DestinationSync.plan`` then reads them from ``ev.dest_counts``

@@ -30,7 +30,7 @@ from .alerts import Event, send
 from .build import make_destination, make_source
 from .checks import build_sources, require_valid
 from .progress import Progress, counted, quiet
-from .push import Candidates, DestinationSync, DestPlan, count_all
+from .push import Candidates, DestinationSync, DestPlan, count_all, sent_counts
 
 log = logging.getLogger("crmsync")
 
@@ -257,17 +257,21 @@ class Runner:
         """Sizes for history and the report; moves between segments since the last run, for
         every pair in an exclusive group and every transition an alert names."""
         con, m = self.store.con, self.project.mapping
-        self.store.record_sizes(run_id, sizes)
+        sent = sent_counts(ev, m.destinations)
+        self.store.record_sizes(run_id, {s: {**v, "sent": sent.get(s, 0)}
+                                         for s, v in sizes.items()})
         selects = [f"SELECT {lit(s)} AS segment, _key AS key FROM {ev.table(src)} "
                    f"WHERE {q('m:' + s)}" for s in m.segments
                    for src in [self.project.source_of("segments", s)]]
         if not selects:
             return []
         con.execute("CREATE OR REPLACE TEMP TABLE _current AS " + " UNION ALL ".join(selects))
-        pairs = {(a, b) for g in m.groups.values() if g.exclusive
-                 for a in g.segments for b in g.segments if a != b}
-        pairs |= {(t.from_, t.to) for al in m.alerts for t in al.transitions}
-        return self.store.record_memberships(run_id, "_current", sorted(pairs))
+        # every pair of an exclusive group, from its from -> to matrix (one pass per group);
+        # the other transitions an alert names, pair by pair
+        moves = self.store.record_migrations(run_id, "_current", {
+            g: c.segments for g, c in m.groups.items() if c.exclusive})
+        pairs = {(t.from_, t.to) for al in m.alerts for t in al.transitions}
+        return self.store.record_memberships(run_id, "_current", sorted(pairs), moves)
 
     def _record_lift_groups(self, run_id: int, ev: Evaluation,
                             outcomes: list[DestinationFigures]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..mapping import lint
-from ..pipeline.push import Candidates
+from ..pipeline.push import sent_counts
 from ..sql import q
 
 
@@ -15,18 +15,10 @@ def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
         ev = runner.evaluate(offline)
         project, con = runner.project, runner.store.con
         sizes = ev.segment_sizes()
-        for v in sizes.values():
-            v["sent"] = 0
-        # sent: members that at least one of their destinations would receive (not held
-        # out, not suppressed, with consent and an identifier)
-        cands = [Candidates.of(ev, d) for d in project.mapping.destinations]
-        for source in project.mapping.sources:
-            union = " UNION ALL ".join(f"SELECT key, label FROM ({c.desired(ev.table(source))})"
-                                       for c in cands if c.source == source)
-            if union:
-                for label, n in con.execute(f"SELECT label, count(DISTINCT key) FROM ({union}) "
-                                            f"GROUP BY label").fetchall():
-                    sizes[label]["sent"] = int(n)
+        # sent: members that at least one of their destinations would receive
+        sent = sent_counts(ev, project.mapping.destinations)
+        for s, v in sizes.items():
+            v["sent"] = sent.get(s, 0)
         overlaps: dict[tuple[str, str], int] = {}
         for source in project.mapping.sources:
             segs = [s for s in project.mapping.segments

@@ -24,6 +24,7 @@ from .history import History
 from .identity_cache import IdentityCache
 from .ledger import Ledger
 from .lift_groups import LiftGroups
+from .report import ReportHistory
 from .snapshot import Snapshots
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -69,6 +70,13 @@ MIGRATIONS: list[tuple[str, str]] = [
     UPDATE dest_state SET resync = coalesce(TRY_CAST(json_extract(state, '$.resync') AS BOOLEAN),
         FALSE), state = json_merge_patch(state, '{"resync": null}') WHERE state IS NOT NULL;
     """),
+    # the report: contacts sent per segment and run, and per run the whole from -> to matrix
+    # of each exclusive group ('' = in none of its segments: joined or left the group)
+    ("007_report_history", """
+    ALTER TABLE segment_sizes ADD COLUMN sent BIGINT;
+    CREATE TABLE group_migrations (run_id BIGINT, grp VARCHAR, from_segment VARCHAR,
+        to_segment VARCHAR, contacts BIGINT);
+    """),
     # `crmsync lift`: each contact's group (sent / held_out) per segment, from the first run
     # that sent or held it out (store/lift_groups.py)
     ("008_lift_groups", """
@@ -77,10 +85,10 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-class Store(Snapshots, History, LiftGroups):
+class Store(Snapshots, History, ReportHistory, LiftGroups):
     """Open with ``Store.open(path)``; use ``with store.lock():`` around anything that writes.
-    Its parts: ``Snapshots`` (snapshot.py), ``History`` (history.py), ``LiftGroups``
-    (lift_groups.py), ``ledger(dest)``."""
+    Its parts: ``Snapshots`` (snapshot.py), ``History`` (history.py), ``ReportHistory``
+    (report.py: what the HTML report reads), ``LiftGroups`` (lift_groups.py), ``ledger(dest)``."""
 
     def __init__(self, path: Path, read_only: bool = False, mapping: str | None = None):
         self.path = Path(path)

@@ -26,44 +26,56 @@ class History:
     def _committed(self) -> None: ...
 
     def record_sizes(self, run_id: int, sizes: dict[str, dict[str, int]]) -> None:
-        """Each segment's matched and held-out counts in run ``run_id``."""
-        for s, v in sizes.items():
-            self.con.execute("INSERT INTO segment_sizes VALUES (?, ?, ?, ?)",
-                             [run_id, s, v["matched"], v["held_out"]])
+        """Each segment's matched, held-out and sent (if given) counts in run ``run_id``."""
+        rows = [[run_id, s, v["matched"], v["held_out"], v.get("sent")]
+                for s, v in sizes.items()]
+        if rows:
+            self.con.executemany("INSERT INTO segment_sizes (run_id, segment, matched, "
+                                 "held_out, sent) VALUES (?, ?, ?, ?, ?)", rows)
 
-    def size_history(self, segment: str, last: int = 50) -> list[int]:
-        """The segment's matched count over its last ``last`` recorded runs, oldest first."""
-        return [r[0] for r in self.con.execute(
-            "SELECT matched FROM segment_sizes WHERE segment = ? ORDER BY run_id",
-            [segment]).fetchall()][-last:]
-
-    def last_moves(self) -> list[list[Any]]:
-        """(from, to, contacts) of the moves between segments recorded by the last run that
-        recorded any, largest first."""
-        return [list(m) for m in self.con.execute(
-            "SELECT from_segment, to_segment, contacts FROM transitions WHERE run_id = "
-            "(SELECT max(run_id) FROM transitions) ORDER BY contacts DESC").fetchall()]
-
-    def last_runs(self, per_dest: int = 5) -> list[tuple[datetime, DestinationFigures]]:
-        """Per destination, its last ``per_dest`` runs: when each started, and its figures
-        (seconds rounded to the hundredth)."""
-        cur = self.con.execute(
-            f"SELECT r.started_at, {', '.join('d.' + c for c in COLUMNS if c != 'duration_s')}, "
-            "round(d.duration_s, 2) AS duration_s "
-            "FROM run_destinations d JOIN runs r USING (run_id) "
-            "QUALIFY row_number() OVER (PARTITION BY d.dest ORDER BY r.run_id DESC) <= ? "
-            "ORDER BY d.dest, r.run_id DESC", [per_dest])
-        names = [c[0] for c in cur.description]
-        return [(r[0], DestinationFigures.from_row(dict(zip(names[1:], r[1:], strict=True))))
-                for r in cur.fetchall()]
-
-    def record_memberships(self, run_id: int, current: str,
-                           pairs: list[tuple[str, str]]) -> list[tuple[str, str, int, list]]:
-        """Compare this run's memberships (temp table ``current``: segment, key) with the last
-        run's; record moves for ``pairs`` (from, to); keep the current ones for next time."""
-        moves = []
+    def record_migrations(self, run_id: int, current: str, groups: dict[str, list[str]]
+                          ) -> list[tuple[str, str, int, list]]:
+        """Per exclusive group, the from -> to counts between the last recorded run's
+        memberships and this run's (temp table ``current``: segment, key), stays and
+        joins/leaves (``''``) included, in one pass per group. Call before
+        ``record_memberships`` replaces them; the first run of a store has nothing to compare
+        with and records nothing. Returns the moves between two segments of a group, with
+        the first few keys: (from, to, contacts, keys)."""
         con = self.con
-        for a, b in pairs:
+        if not con.execute("SELECT count(*) FROM segment_sizes WHERE run_id < ?",
+                           [run_id]).fetchone()[0]:
+            return []
+        moves: dict[tuple[str, str], tuple[str, str, int, list]] = {}
+        for grp, segs in groups.items():
+            rows = con.execute(
+                f"""SELECT coalesce(p.segment, ''), coalesce(c.segment, ''), count(*),
+                        min(key, {KEY_SAMPLE})
+                    FROM (SELECT key, segment FROM memberships
+                          WHERE segment IN (SELECT unnest(?))) AS p
+                    FULL JOIN (SELECT key, segment FROM {current}
+                               WHERE segment IN (SELECT unnest(?))) AS c USING (key)
+                    GROUP BY 1, 2 ORDER BY 1, 2""", [segs, segs]).fetchall()
+            if rows:
+                con.executemany("INSERT INTO group_migrations VALUES (?, ?, ?, ?, ?)",
+                                [[run_id, grp, a, b, int(n)] for a, b, n, _ in rows])
+            for a, b, n, keys in rows:
+                if a and b and a != b:
+                    moves.setdefault((a, b), (a, b, int(n), list(keys)))
+        return list(moves.values())
+
+    def record_memberships(self, run_id: int, current: str, pairs: list[tuple[str, str]],
+                           known: Iterable[tuple[str, str, int, list]] = ()
+                           ) -> list[tuple[str, str, int, list]]:
+        """Compare this run's memberships (temp table ``current``: segment, key) with the last
+        run's; record moves for ``pairs`` (from, to) and the ``known`` ones (e.g. those of
+        ``record_migrations``, not counted again); keep the current ones for next time."""
+        moves = list(known)
+        con = self.con
+        for a, b, n, keys in moves:
+            con.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
+                        [run_id, a, b, n, keys])
+        done = {(a, b) for a, b, _, _ in moves}
+        for a, b in (p for p in pairs if p not in done):
             row = con.execute(
                 f"""SELECT count(*), list(key ORDER BY key)[1:5] FROM (
                     SELECT key FROM memberships WHERE segment = ?
