@@ -313,7 +313,7 @@ class Runner:
                 out.status = "planned"
             else:
                 self.progress(f"pushing {cfg.name}: +{out.add} -{out.remove} ~{out.update}")
-                sync.push(plan, self.now)
+                sync.push(plan, self.now, run_id)
                 pushed = True
                 out.readback = dest.readback() if opened else None
                 # what open() returned, or what the writes added to it (e.g. request ids)
