@@ -46,11 +46,14 @@ class NoOptions(BaseModel):
 
 @dataclass
 class Meter:
-    """What a destination or source did, for run history: API calls, retries, 429s."""
+    """What a destination or source did, for run history: API calls, retries, 429s.
+    ``uncertain``: the retries after an attempt that may have been applied (a 5xx, a reset,
+    a timeout), as opposed to a throttled or refused one (see ``connectors.retry.Applied``)."""
 
     calls: int = 0
     retries: int = 0
     throttled: int = 0
+    uncertain: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"calls": self.calls, "retries": self.retries, "throttled": self.throttled}

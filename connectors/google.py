@@ -35,7 +35,7 @@ from ..sync.mapping.model import ConnectionConfig, DestinationConfig, Duration
 from . import identity as ident
 from .base import BatchResult, Change, Destination, Op, RemoteState
 from .ratelimit import RollingWindow
-from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
+from .retry import Action, Applied, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 SCOPE = "https://www.googleapis.com/auth/datamanager"
 MAX_MEMBERS = 10_000  # audience members per request
@@ -137,7 +137,7 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
                                         "the rest is sent on the next run")
         resp = getattr(exc, "response", None)
         ra = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
-        return Outcome(Action.RETRY, "rate limited (RESOURCE_EXHAUSTED)", ra)
+        return Outcome(Action.RETRY, "rate limited (RESOURCE_EXHAUSTED)", ra, Applied.NO)
     if status in (401, 403):
         return Outcome(Action.STOP, f"Google denied access{where}: {reason or status}. Give the "
                                     "credentials' account access to the Google Ads account "
@@ -450,7 +450,7 @@ class CustomerMatchDestination(Destination):
             raise DestinationStopped(
                 f"{self.name}: the Customer Match terms of service must be accepted for account "
                 f"{self.conn.operating_account}: accept them in Google Ads, then set "
-                "`terms_of_service: accepted` on the destination")
+                "`terms_of_service: accepted` on the destination", applied=False)
         result = BatchResult()
         members: list[tuple[str, list[dict]]] = []
         stale: list[tuple[str, list[dict]]] = []
@@ -483,10 +483,10 @@ class CustomerMatchDestination(Destination):
                 rid = self._request(op, [ids for _, ids in members])
             except gexc.BadRequest as exc:
                 bad = rejected_members(exc)
-                if not bad:
-                    for key, _ in members:
-                        result.rejected[key] = exc.reason or "INVALID_ARGUMENT"
-                    return
+                if not bad:  # a refused request, not its rows': they go again next run
+                    raise DestinationStopped(
+                        f"Google refused a request to list {self._remote.get('list_id')}: "
+                        f"{exc.reason or 'INVALID_ARGUMENT'}", applied=False) from None
                 for i, reason in bad.items():
                     if i < len(members):
                         result.rejected[members[i][0]] = reason

@@ -32,7 +32,7 @@ from ..sync.errors import CrmsyncError, DestinationStopped
 from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Destination, NoOptions, Op, Pull, Source, SourceState
 from .ratelimit import RollingWindow
-from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
+from .retry import Action, Applied, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 __all__ = ["OUTCOMES", "HubSpotConnection", "HubSpotListDestination",
            "HubSpotPropertyDestination", "HubSpotSource", "classify"]
@@ -113,7 +113,8 @@ def classify(exc: BaseException, token_var: str = "the token's environment varia
         if wait is None:
             ms = _header(exc, "X-HubSpot-RateLimit-Interval-Milliseconds")
             wait = float(ms) / 1000 if ms and ms.isdigit() else 10.0
-        return Outcome(OUTCOMES[429], f"429 {policy or 'rate limit'}", wait)
+        # a throttled request was not applied: its retry's answers are to be believed
+        return Outcome(OUTCOMES[429], f"429 {policy or 'rate limit'}", wait, Applied.NO)
     if status in (401, 403):
         return Outcome(OUTCOMES[status], f"HubSpot refused the access token ({status} {what}); "
                        f"set a valid private-app token in ${{{token_var}}}"
@@ -437,7 +438,7 @@ class HubSpotListDestination(_HubSpotDestination):
             # HubSpot names unknown records inside a 200 (recordIdsMissing): a refused call
             # is a request problem, not its rows' (they are sent again on the next run)
             raise DestinationStopped(f"HubSpot refused a membership change of list "
-                                     f"{self.list_id}: {outcome.reason}") from None
+                                     f"{self.list_id}: {outcome.reason}", applied=False) from None
         missing = set(map(str, res.record_ids_missing or []))
         added = set(map(str, res.records_ids_added or []))
         for k in ids:

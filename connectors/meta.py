@@ -23,7 +23,7 @@ from ..sync.errors import DestinationStopped, Reject
 from ..sync.mapping.model import ConnectionConfig
 from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
-from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
+from .retry import Action, Applied, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 log = logging.getLogger("crmsync.meta")
 
@@ -229,8 +229,8 @@ class CustomAudienceDestination(Destination):
             return Outcome(Action.FAIL, type(exc).__name__)
         code, sub, status = exc.api_error_code(), exc.api_error_subcode(), exc.http_status()
         what = f"Meta error {code}" + (f"/{sub}" if sub else "") + f": {exc.api_error_message()}"
-        if code in THROTTLE_CODES:
-            return Outcome(Action.RETRY, what, _regain_seconds(exc.http_headers()))
+        if code in THROTTLE_CODES:  # throttled: the call was not applied
+            return Outcome(Action.RETRY, what, _regain_seconds(exc.http_headers()), Applied.NO)
         if code in TRANSIENT_CODES or exc.api_transient_error() or (status or 0) >= 500:
             return Outcome(Action.RETRY, what, retry_after_seconds(
                 (exc.http_headers() or {}).get("Retry-After")))
@@ -346,7 +346,8 @@ class CustomAudienceDestination(Destination):
         # Meta counts invalid rows inside a success (num_invalid_entries): a refused call is
         # a request problem, not its rows' (they are sent again on the next run)
         raise DestinationStopped(f"Meta refused a request to audience "
-                                 f"'{self.options.audience}': {self._classify(exc).reason}")
+                                 f"'{self.options.audience}': {self._classify(exc).reason}",
+                                 applied=False)
 
     def readback(self) -> dict[str, Any] | None:
         """The audience's own reported size range (Meta updates it within 24 h). Only after a

@@ -8,6 +8,14 @@ and hold the limiter for its Retry-After, wait (Retry-After, else exponential ba
 jitter, as ``dlt.sources.helpers.requests`` does), count retries, stop the destination, or
 give the exception back for the caller to turn into per-row rejects. The waits sleep with
 the run's ``Context.sleep``: tests inject one sleep there.
+
+An outcome also says whether the failed attempt may have been applied (``Applied``): a
+throttling answer (429, REQUEST_LIMIT_EXCEEDED) or a refused token means the platform did
+nothing, while a 5xx, a reset connection or a timeout may follow a change that was made.
+Retries after the latter are counted in ``meter.uncertain``, and a ``DestinationStopped``
+carries ``applied=False`` only when no attempt of the call may have been applied: the push
+keeps "already a member" answers after a retry that was certainly not applied, and rolls
+back the write-ahead marks of a batch that was refused before it was applied.
 """
 
 from __future__ import annotations
@@ -27,6 +35,13 @@ from .ratelimit import RollingWindow
 T = TypeVar("T")
 
 
+class Applied(StrEnum):
+    """Whether a failed attempt may have changed anything on the platform."""
+
+    NO = "not_applied"  # refused before doing anything: throttled, bad token, bad request
+    MAYBE = "maybe_applied"  # a 5xx after the request was sent, a reset, a timeout
+
+
 class Action(StrEnum):
     RETRY = "retry"  # transient: wait and try again
     STOP = "stop"  # stop this destination for the run (daily limit, auth, terms)
@@ -39,6 +54,14 @@ class Outcome:
     action: Action
     reason: str = ""
     retry_after: float | None = None  # seconds the platform asked us to wait
+    #: None: MAYBE for RETRY and FAIL (the safe guess), NO for STOP and REJECT (a refusal)
+    applied: Applied | None = None
+
+    @property
+    def may_have_applied(self) -> bool:
+        if self.applied is not None:
+            return self.applied is Applied.MAYBE
+        return self.action in (Action.RETRY, Action.FAIL)
 
 
 class Retryable(Exception):
@@ -73,8 +96,10 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
          sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)``, retrying what ``classify`` says is transient.
 
-    STOP raises ``DestinationStopped``; REJECT and FAIL re-raise the original exception
-    (a ``Retryable`` is unwrapped to its outcome). ``meter.retries`` counts retries."""
+    STOP raises ``DestinationStopped`` (``applied``: whether any attempt may have been
+    applied); REJECT and FAIL re-raise the original exception (a ``Retryable`` is unwrapped
+    to its outcome). ``meter.retries`` counts retries, ``meter.uncertain`` those after an
+    attempt that may have been applied."""
     policy = policy or RetryPolicy()
     backoff = wait_exponential_jitter(multiplier=policy.initial_wait, max=policy.max_wait,
                                      jitter=policy.initial_wait)
@@ -87,9 +112,17 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
         ra = outcome_of(exc).retry_after if exc else None
         return ra if ra is not None else backoff(state)
 
+    maybe = False  # an attempt of this call may have been applied
+
     def before_sleep(state: RetryCallState) -> None:
+        nonlocal maybe
+        exc = state.outcome.exception() if state.outcome else None
+        uncertain = exc is None or outcome_of(exc).may_have_applied
+        maybe = maybe or uncertain
         if meter is not None:
             meter.retries += 1
+            if uncertain:
+                meter.uncertain += 1
 
     def should_retry(exc: BaseException) -> bool:
         o = outcome_of(exc)
@@ -107,13 +140,16 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
         raise
     except Exception as exc:
         o = outcome_of(exc)
+        applied = maybe or o.may_have_applied
         if o.action is Action.STOP:
-            raise DestinationStopped(o.reason) from exc
+            raise DestinationStopped(o.reason, applied=applied) from exc
         if o.action is Action.RETRY and (o.retry_after or 0) > policy.max_retry_after:
             raise DestinationStopped(f"the platform asks to wait {o.retry_after:.0f}s: "
-                                     f"stopped for this run: {o.reason}") from exc
+                                     f"stopped for this run: {o.reason}",
+                                     applied=applied) from exc
         if o.action is Action.RETRY:
-            raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}") from exc
+            raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}",
+                                     applied=applied) from exc
         raise
 
 

@@ -24,7 +24,7 @@ from ..sync.clock import iso
 from ..sync.errors import DestinationStopped
 from ..sync.mapping.model import ConnectionConfig, Duration, FieldType
 from .base import BatchResult, Change, Context, Destination, Op, Pull, Source, SourceState
-from .retry import Action, Calls, Outcome, RetryPolicy, retry_after_seconds
+from .retry import Action, Applied, Calls, Outcome, RetryPolicy, retry_after_seconds
 
 __all__ = ["CampaignDestination", "FieldDestination", "SalesforceClient", "SalesforceConnection",
            "SalesforceSource", "classify"]
@@ -39,6 +39,16 @@ TYPES = {"double": FieldType.number, "currency": FieldType.number, "int": FieldT
          "date": FieldType.date, "datetime": FieldType.datetime,
          "picklist": FieldType.enumeration, "multipicklist": FieldType.multi}
 RETRY = RetryPolicy()  # tests may shrink the waits
+#: row errors that are transient: the row was not written and may succeed a little later. A
+#: row failing so is sent once more after ``ROW_RETRY_WAIT`` seconds, then left for the next
+#: run (deferred), never recorded as a reject. UNABLE_TO_LOCK_ROW: "A deadlock or timeout
+#: condition has been detected" (StatusCode); API_TEMPORARILY_UNAVAILABLE, SERVER_UNAVAILABLE,
+#: REQUEST_RUNNING_TOO_LONG: the API's temporary-unavailability and timeout codes
+#: (StatusCode and ExceptionCode lists, "Core Data Types Used in API Calls")
+#: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_concepts_core_data_objects.htm
+TRANSIENT_ROW_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "API_TEMPORARILY_UNAVAILABLE",
+                                 "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"})
+ROW_RETRY_WAIT = 2.0
 
 
 @dataclass
@@ -96,13 +106,15 @@ def classify(exc: BaseException, retry_after: float | None = None) -> Outcome:
         return Outcome(Action.STOP, "Salesforce refused a fresh session (INVALID_SESSION_ID)")
     if code == "REQUEST_LIMIT_EXCEEDED":
         if "concurrent" in message.lower():  # ConcurrentRequests: long requests in flight
-            return Outcome(Action.RETRY, message, retry_after)
+            return Outcome(Action.RETRY, message, retry_after, Applied.NO)  # refused, not run
         return Outcome(Action.STOP, f"Salesforce daily API request limit exceeded: {message}")
     if isinstance(exc, sfe.SalesforceRefusedRequest):
         return Outcome(Action.STOP, f"Salesforce refused the request ({code}): {message}")
     if isinstance(exc, sfe.SalesforceMalformedRequest):
         return Outcome(Action.STOP, f"Salesforce rejected the request ({code}): {message}")
-    if isinstance(exc, sfe.SalesforceGeneralError) and (exc.status >= 500 or exc.status == 429):
+    if isinstance(exc, sfe.SalesforceGeneralError) and exc.status == 429:
+        return Outcome(Action.RETRY, "HTTP 429", retry_after, Applied.NO)  # throttled
+    if isinstance(exc, sfe.SalesforceGeneralError) and exc.status >= 500:
         return Outcome(Action.RETRY, f"HTTP {exc.status}", retry_after)
     return Outcome(Action.FAIL, repr(exc))
 
@@ -249,7 +261,7 @@ class SalesforceClient:
         if total - used <= total * self.conn.limit_reserve:
             raise DestinationStopped(
                 f"Salesforce daily API allocation nearly used ({used}/{total}); "
-                f"stopping to keep {self.conn.limit_reserve:.0%} in reserve")
+                f"stopping to keep {self.conn.limit_reserve:.0%} in reserve", applied=False)
 
     def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
         """Rows of a SOQL query, page by page (each page under the retry rules)."""
@@ -324,6 +336,15 @@ def _campaign_gone(result: dict[str, Any]) -> bool:
     """A CampaignMember insert refused because its CampaignId is deleted or unknown."""
     return any(e.get("fields") == ["CampaignId"] and e.get("statusCode") in (
         "ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY") for e in result.get("errors") or [])
+
+
+def transient(result: dict[str, Any]) -> bool:
+    """A failed row whose error is transient (``TRANSIENT_ROW_CODES``)."""
+    return not result.get("success") and row_errors(result)[0] in TRANSIENT_ROW_CODES
+
+
+def deferral(result: dict[str, Any]) -> str:
+    return f"{row_errors(result)[1]} (transient: sent again on the next run)"
 
 
 def row_errors(result: dict[str, Any]) -> tuple[str, str]:
@@ -466,6 +487,20 @@ class _SalesforceDestination(Destination):
     def _write(self, op: Op, changes: list[Change]) -> BatchResult:
         raise NotImplementedError
 
+    def _rows(self, items: list[T], send: Callable[[list[T]], list[dict[str, Any]]]
+              ) -> list[tuple[T, dict[str, Any]]]:
+        """``send(items)``'s per-row results, the rows that failed transiently sent once more
+        after a short wait (their second result is the one returned)."""
+        pairs = list(zip(items, send(items), strict=True))
+        again = [i for i, (_, res) in enumerate(pairs) if transient(res)]
+        if again:
+            self.ctx.log.info("salesforce: %d rows failed transiently (%s); sending them again",
+                              len(again), row_errors(pairs[again[0]][1])[0])
+            self.ctx.sleep(ROW_RETRY_WAIT)
+            for i, res in zip(again, send([pairs[i][0] for i in again]), strict=True):
+                pairs[i] = (pairs[i][0], res)
+        return pairs
+
     def _delete(self, ids: list[str]) -> list[dict[str, Any]]:
         self.write_calls += 1
         return self.client.rest("DELETE", "composite/sobjects",
@@ -524,14 +559,17 @@ class CampaignDestination(_SalesforceDestination):
             for c in changes])
 
     def _add(self, changes: list[Change]) -> BatchResult:
-        results = self._insert(changes)
-        if any(_campaign_gone(r) for r in results):  # deleted in Salesforce since last run
-            self.ctx.log.warning("salesforce: campaign %s is gone; finding it again",
-                                 self.campaign_id)
-            self._resolve()
+        def insert(changes: list[Change]) -> list[dict[str, Any]]:
             results = self._insert(changes)
+            if any(_campaign_gone(r) for r in results):  # deleted in Salesforce since
+                self.ctx.log.warning("salesforce: campaign %s is gone; finding it again",
+                                     self.campaign_id)
+                self._resolve()
+                results = self._insert(changes)
+            return results
+
         out = BatchResult()
-        for change, res in zip(changes, results, strict=True):
+        for change, res in self._rows(changes, insert):
             if res.get("success"):
                 out.done[change.key] = res["id"]  # kept in the ledger for the removal
                 continue
@@ -539,6 +577,8 @@ class CampaignDestination(_SalesforceDestination):
             if code == "DUPLICATE_VALUE":  # "Already a campaign member."
                 out.done[change.key] = None  # its Id is looked up if it is ever removed
                 out.preexisting.add(change.key)  # (after a retry, the core knows better)
+            elif code in TRANSIENT_ROW_CODES:
+                out.deferred[change.key] = deferral(res)
             else:
                 out.rejected[change.key] = reason
         return out
@@ -551,10 +591,12 @@ class CampaignDestination(_SalesforceDestination):
         keys = list(ids)
         if not keys:
             return out
-        for key, res in zip(keys, self._delete([ids[k] for k in keys]), strict=True):
+        for key, res in self._rows(keys, lambda ks: self._delete([ids[k] for k in ks])):
             code, reason = row_errors(res) if not res.get("success") else ("", "")
             if not code or code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"):
                 out.done[key] = None  # deleted now, or already gone
+            elif code in TRANSIENT_ROW_CODES:
+                out.deferred[key] = deferral(res)
             else:
                 out.rejected[key] = reason
         return out
@@ -595,13 +637,18 @@ class FieldDestination(_SalesforceDestination):
     def _write(self, op: Op, changes: list[Change]) -> BatchResult:
         opts: FieldOptions = self.options  # type: ignore[assignment]
         value = (lambda c: None) if op is Op.REMOVE else (lambda c: c.value or c.label)
-        records = [{"attributes": {"type": object_of(c.key, opts.object)}, "id": c.key,
-                    opts.field: value(c)} for c in changes]
+        def patch(changes: list[Change]) -> list[dict[str, Any]]:
+            return self._collection("PATCH", [
+                {"attributes": {"type": object_of(c.key, opts.object)}, "id": c.key,
+                 opts.field: value(c)} for c in changes])
+
         out = BatchResult()
-        for change, res in zip(changes, self._collection("PATCH", records), strict=True):
+        for change, res in self._rows(changes, patch):
             code, reason = row_errors(res) if not res.get("success") else ("", "")
             if not code or (op is Op.REMOVE and code == "ENTITY_IS_DELETED"):
                 out.done[change.key] = None  # written, or the record is gone
+            elif code in TRANSIENT_ROW_CODES:
+                out.deferred[change.key] = deferral(res)
             else:
                 out.rejected[change.key] = reason
         return out

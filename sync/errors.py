@@ -57,9 +57,17 @@ class LockHeld(CrmsyncError):
 
 
 class DestinationStopped(CrmsyncError):
-    """Stop this destination for the run (not retried): daily limit, bad credentials, terms."""
+    """Stop this destination for the run (not retried): daily limit, bad credentials, terms.
+
+    ``applied``: whether the batch being written may have been applied before the stop
+    (True, the safe default) or was certainly refused first (False: e.g. a throttled or
+    unauthenticated request, a whole request refused with a 4xx, a check before sending)."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, applied: bool = True):
+        super().__init__(message)
+        self.applied = applied
 
 
 class Reject(Exception):  # noqa: N818 - a row outcome, not a failure of the run

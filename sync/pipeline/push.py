@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ...connectors.base import Change, Destination, Op
-from ..errors import Reject
+from ...connectors.base import BatchResult, Change, Destination, Op
+from ..errors import DestinationStopped, Reject
 from ..mapping.model import DestinationConfig, FieldType
 from ..mapping.values import typed_sql
 from ..segments.engine import Evaluation
@@ -235,15 +235,19 @@ class DestinationSync:
         p.rejects = [(k, f"no_identifier: {r}") for k, r in rejected]
 
     # ------------------------------------------------------------ push
-    def push(self, plan: DestPlan, now: datetime,
+    def push(self, plan: DestPlan, now: datetime, run_id: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> DestinationFigures:
-        """Send the diff in batches; checkpoint the ledger after each acknowledged batch
-        (``progress(rows sent, rows to send)`` after each). Returns the plan's figures with
+        """Send the diff in batches; checkpoint the ledger after each acknowledged batch (and,
+        with ``run_id``, the run's history figures in the same transaction;
+        ``progress(rows sent, rows to send)`` after each). Returns the plan's figures with
         what was sent."""
         out = plan.figures
         out.rejects = [*self.without_identifier(), *out.rejects]
         done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
         total, sent = out.add + out.update + out.remove, 0
+        store, name = self.ev.store, self.cfg.name
+        if run_id is not None:
+            store.begin_destination(run_id, name, self.cfg.segment or self.cfg.group)
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
@@ -255,15 +259,29 @@ class DestinationSync:
                 rng = Batch(f"FROM {plan.diff(self.con)} WHERE op = ? AND key BETWEEN ? AND ?",
                             [op.value, batch[0][0], batch[-1][0]], batch)
                 unacked = self.ledger.unacked(op, rng.rows, rng.params)
-                retries = self.dest.ctx.meter.retries
+                meter = self.dest.ctx.meter
+                uncertain = meter.uncertain
                 self.ledger.intend(op, rng.rows, rng.params, now)
-                result = self.dest.write(op, changes)
+                try:
+                    result = self.dest.write(op, changes)
+                except DestinationStopped as exc:
+                    if not exc.applied and meter.uncertain == uncertain:
+                        self.ledger.restore(rng.rows, rng.params)  # refused before applied
+                    raise
                 if result.preexisting:
-                    # "already a member" after a try whose answer was lost (a retry in this
-                    # run, or a run that crashed after sending): crmsync's own add, most likely
-                    retried = self.dest.ctx.meter.retries > retries
+                    # "already a member" after a try whose answer was lost (a retry after an
+                    # answer that may have been applied, or a run that crashed after
+                    # sending): crmsync's own add, most likely. The answers of a retry
+                    # after a throttled (not applied) try are believed.
+                    retried = meter.uncertain > uncertain
                     result.preexisting -= set(result.preexisting) if retried else unacked
-                self.ledger.checkpoint(op, rng.rows, rng.params, batch, result, now)
+
+                def recorded(op: Op = op, result: BatchResult = result) -> None:
+                    store.progress(run_id, name, op.value, len(result.done),
+                                   len(result.rejected), len(result.deferred))
+
+                self.ledger.checkpoint(op, rng.rows, rng.params, batch, result, now,
+                                       recorded if run_id is not None else None)
                 sent += len(batch)
                 if progress is not None:
                     progress(sent, max(total, sent))

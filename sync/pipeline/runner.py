@@ -328,7 +328,7 @@ class Runner:
                 out.status = "planned"
             else:
                 self.progress(f"pushing {cfg.name}: +{out.add} -{out.remove} ~{out.update}")
-                sync.push(plan, self.now, lambda done, total, n=cfg.name: self.progress(
+                sync.push(plan, self.now, run_id, lambda done, total, n=cfg.name: self.progress(
                     f"pushing {n}", done, total))
                 pushed = True
                 out.readback = dest.readback() if opened else None

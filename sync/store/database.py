@@ -2,17 +2,23 @@
 This module opens it, locks it and migrates its schema.
 
 Schema changes are an append-only list of named migrations recorded in the store. A sidecar
-``.lock`` file (an OS lock, released if the process dies) keeps two runs from overlapping.
+``.lock`` file (an OS lock, released if the process dies) keeps two runs from overlapping; it
+holds who took it (pid, host, start time), named when another run finds it taken, and is
+emptied on release: a lock file still naming a holder was left by a run that died.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,8 @@ from .ledger import Ledger
 from .lift_groups import LiftGroups
 from .report import ReportHistory
 from .snapshot import Snapshots
+
+log = logging.getLogger("crmsync")
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_core", """
@@ -98,7 +106,7 @@ class Store(Snapshots, History, ReportHistory, LiftGroups):
             self.con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
-                raise LockHeld(f"another crmsync process holds the store {self.path}") from exc
+                raise LockHeld(self._held_message()) from exc
             raise
         self.con.execute("SET TimeZone = 'UTC'")
         # an automatic checkpoint compresses the temp tables of an evaluation mid-run for
@@ -107,6 +115,9 @@ class Store(Snapshots, History, ReportHistory, LiftGroups):
         self.mapping = self._scope(mapping, read_only)
         if not read_only:
             self.migrate()
+            # the store opens for writing only when no other process has it open: a run
+            # still 'running' died (killed) and will never record its end
+            self.mark_interrupted()
 
     @classmethod
     def open(cls, path: Path | str, read_only: bool = False, mapping: str | None = None
@@ -178,22 +189,52 @@ class Store(Snapshots, History, ReportHistory, LiftGroups):
             self._copy = None
 
     # ------------------------------------------------------------ lock & schema
+    @property
+    def lock_path(self) -> Path:
+        return Path(str(self.path) + ".lock")
+
+    def holder(self) -> dict[str, Any]:
+        """Who the lock file names (pid, host, started_at), or {} when it names no one."""
+        try:
+            data = json.loads(self.lock_path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _held_message(self) -> str:
+        h = self.holder()
+        who = (f": pid {h.get('pid')} on {h.get('host')}, started {h.get('started_at')}"
+               if h else "")
+        return (f"another crmsync run holds the lock {self.lock_path} on the store "
+                f"{self.path}{who}; wait for it to finish (a killed run's lock is released "
+                f"with it, and the next run takes it over)")
+
     def acquire(self) -> None:
-        """Take the run lock or raise LockHeld (exit 4); a private copy needs none."""
+        """Take the run lock or raise LockHeld (exit 4) naming its holder; a private copy
+        needs none. A lock file still naming a holder is one a killed run left (the OS
+        released its lock): taken over."""
         if self._copy is not None:
             return
-        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(str(self.lock_path), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LockHeld(f"another crmsync run holds {self.path}.lock") from None
+            raise LockHeld(self._held_message()) from None
+        if (old := self.holder()) and old.get("pid") != os.getpid():
+            log.warning("taking over the lock %s left by a run that did not finish (pid %s on "
+                        "%s, started %s)", self.lock_path, old.get("pid"), old.get("host"),
+                        old.get("started_at"))
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.fsync(fd)
         self._lock_fd = fd
 
     def release(self) -> None:
         if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)  # names no one: a clean release
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -92,10 +92,18 @@ class History:
             con.execute(f"INSERT INTO memberships SELECT segment, key FROM {current}")
         return moves
 
+    def mark_interrupted(self) -> None:
+        """Runs (and their destinations) still 'running' died, e.g. killed: what they pushed
+        is in the ledger, checkpointed, and in their history rows up to the last checkpoint."""
+        with self.transaction() as con:
+            con.execute("UPDATE run_destinations SET status = 'interrupted' WHERE status = "
+                        "'running'")
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+
     def begin_run(self, command: str, started: datetime, as_of: datetime) -> int:
         """Record a run's start (under the lock: a run still 'running' died, e.g. killed; what
         it pushed is in the ledger, checkpointed, and the next run goes on from there)."""
-        self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        self.mark_interrupted()
         run_id = self.con.execute("SELECT nextval('run_ids')").fetchone()[0]
         self.con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, ?, 'running', NULL)",
                          [run_id, command, started, as_of])
@@ -107,9 +115,28 @@ class History:
                          "WHERE run_id = ?", [finished, status, exit_code, run_id])
         self._committed()
 
+    def begin_destination(self, run_id: int, dest: str, segment: str | None) -> None:
+        """A destination's history row while it pushes ('running'), moved on by ``progress``
+        at each checkpoint: a run killed mid-push keeps what it did."""
+        self.con.execute("DELETE FROM run_destinations WHERE run_id = ? AND dest = ?",
+                         [run_id, dest])
+        self.con.execute("INSERT INTO run_destinations (run_id, dest, status, segment, adds, "
+                         "removes, updates, rejected, deferred) VALUES (?, ?, 'running', ?, 0, "
+                         "0, 0, 0, 0)", [run_id, dest, segment])
+
+    def progress(self, run_id: int, dest: str, op: str, done: int, rejected: int,
+                 deferred: int) -> None:
+        """Count one checkpointed batch (called inside the checkpoint's transaction)."""
+        col = {"add": "adds", "remove": "removes", "update": "updates"}[op]
+        self.con.execute(f"UPDATE run_destinations SET {col} = {col} + ?, rejected = rejected "
+                         f"+ ?, deferred = deferred + ? WHERE run_id = ? AND dest = ? AND "
+                         f"status = 'running'", [done, rejected, deferred, run_id, dest])
+
     def record_destination(self, run_id: int, figures: DestinationFigures,
                            rejects: Iterable[tuple[str, str]] = ()) -> None:
         """A destination's figures in run ``run_id`` and its (key, reason) rejects."""
+        self.con.execute("DELETE FROM run_destinations WHERE run_id = ? AND dest = ? AND "
+                         "status = 'running'", [run_id, figures.name])  # progress rows
         row = figures.row()
         if row["message"]:  # a platform's error text may quote a value
             row["message"] = redact(row["message"])

@@ -11,7 +11,7 @@ converges with nothing lost and nothing sent twice that matters.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -128,8 +128,11 @@ class Ledger:
 
     def intend(self, op: Op, rows: str, params: list[Any], now: datetime) -> None:
         """Write-ahead: mark a batch as in flight before sending it, so that a crash between
-        the platform applying it and our checkpoint is repaired by the next run."""
+        the platform applying it and our checkpoint is repaired by the next run. The batch's
+        rows as they were are kept aside (temp table ``_inflight``) for ``restore``."""
         with self.store.transaction(self._touched(rows, params)) as con:  # a commit point
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _inflight AS SELECT * FROM ledger "
+                        f"WHERE dest = ? AND key IN (SELECT key {rows})", [self.dest, *params])
             if op is Op.ADD:
                 con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, "
                             f"'pending', ? {rows}", [self.dest, now, *params])
@@ -141,13 +144,31 @@ class Ledger:
         """The ledger rows a batch's writes can change (see ``Store.transaction``)."""
         return ("ledger", f"dest = ? AND key IN (SELECT key {rows})", [self.dest, *params])
 
+    def restore(self, rows: str, params: list[Any], keys: list[str] | None = None) -> None:
+        """Put the batch's rows (or only ``keys`` of it) back as ``intend`` found them: the
+        platform refused them before applying anything."""
+        with self.store.transaction(self._touched(rows, params)):
+            self._restore(*(("(SELECT unnest(?))", [keys]) if keys is not None else
+                            (f"(SELECT key {rows})", params)))
+
+    def _restore(self, which: str, params: list[Any]) -> None:
+        self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN {which}",
+                         [self.dest, *params])
+        self.con.execute(f"INSERT INTO ledger SELECT * FROM _inflight WHERE key IN {which}",
+                         params)
+
     def checkpoint(self, op: Op, rows: str, params: list[Any], batch: list[tuple],
-                   result: BatchResult, now: datetime) -> None:
+                   result: BatchResult, now: datetime,
+                   also: Callable[[], None] | None = None) -> None:
         """Record a batch's acknowledged outcome (``batch``: its rows as fetched, key, label,
-        value, previous, fp)."""
+        value, previous, fp); ``also`` runs in the same transaction (the run's history
+        figures). Rows of an add that failed transiently (deferred, or in none of the maps)
+        were not applied: they go back as ``intend`` found them, to be sent next run."""
         con, name = self.con, self.dest
         whole = len(result.done) == len(batch) and result.done.keys() == {r[0] for r in batch}
         with self.store.transaction(self._touched(rows, params)):
+            if also is not None:
+                also()
             if op is Op.REMOVE:
                 if whole:
                     con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
@@ -176,6 +197,9 @@ class Ledger:
             if rej:
                 con.execute("INSERT OR REPLACE INTO ledger SELECT ?, unnest(?), unnest(?), NULL, "
                             "'rejected', ?", [name, rej, [sent[k][1] for k in rej], now])
+            left = [k for k in sent if k not in result.done and k not in result.rejected]
+            if left and op is Op.ADD:
+                self._restore("(SELECT unnest(?))", [left])
 
     def drop_gone(self, desired: str) -> None:
         """Forget rows that only remembered rejects or pre-existing members no longer

@@ -137,6 +137,24 @@ class FakeSalesforce(FakeServer):
         self._stalls: list[tuple[str, float]] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         self.job_polls = 1  # polls answered InProgress before a job is JobComplete
+        self._row_faults: dict[str, list[str]] = {}  # record / contact id -> codes to answer
+
+    def fail_rows(self, ids: list[str], code: str = "UNABLE_TO_LOCK_ROW", times: int = 1) -> None:
+        """The next ``times`` collection writes touching each of ``ids`` (a contact or lead id,
+        also for its CampaignMember rows, or a record id) fail that row with ``code``, the
+        rest of the call going through, as with ``allOrNone: false``. UNABLE_TO_LOCK_ROW is
+        "unable to obtain exclusive access to this record" (another transaction holds it)."""
+        for rid in ids:
+            self._row_faults.setdefault(rid, []).extend([code] * times)
+
+    def _row_fault(self, *ids: str | None) -> dict[str, Any] | None:
+        for rid in ids:
+            codes = self._row_faults.get(rid or "")
+            if codes:
+                code = codes.pop(0)
+                return _row_error(None, code, "unable to obtain exclusive access to this record"
+                                  if code == "UNABLE_TO_LOCK_ROW" else code.lower(), [])
+        return None
 
     def stall_after_apply(self, path: str, seconds: float) -> None:
         """The next REST request matching ``path`` is applied, then answered only after
@@ -518,6 +536,8 @@ class FakeSalesforce(FakeServer):
     def _save(self, rec: dict[str, Any]) -> dict[str, Any]:
         obj = rec["attributes"]["type"]
         values = {k: v for k, v in rec.items() if k != "attributes"}
+        if fault := self._row_fault(values.get("ContactId"), values.get("LeadId")):
+            return fault
         if obj == "CampaignMember":
             problem = self._member_problem(values)
             if problem:
@@ -544,6 +564,8 @@ class FakeSalesforce(FakeServer):
 
     def _patch(self, rec: dict[str, Any]) -> dict[str, Any]:
         obj, rid = rec["attributes"]["type"], rec.get("id")
+        if fault := self._row_fault(rid):
+            return dict(fault, id=rid)
         stored = self.records[obj].get(rid or "")
         if stored is None:
             return _row_error(rid, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
@@ -564,7 +586,10 @@ class FakeSalesforce(FakeServer):
         for rid in ids:
             obj = next((o for o, p in PREFIX.items() if rid.startswith(p)), None)
             rec = self.records[obj].get(rid) if obj else None
-            if rec is None:
+            fault = self._row_fault(rid, *((rec or {}).get(f) for f in ("ContactId", "LeadId")))
+            if fault:
+                out.append(dict(fault, id=rid))
+            elif rec is None:
                 out.append(_row_error(rid, "INVALID_CROSS_REFERENCE_KEY",
                                       "invalid cross reference id", []))
             elif rec["IsDeleted"]:

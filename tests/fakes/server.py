@@ -3,7 +3,11 @@
 A fake subclasses ``FakeServer``, registers routes with ``@route(METHOD, regex)`` and keeps its
 platform's state in plain attributes. Every request is recorded (``requests``), and faults can
 be injected for the next N requests or at a rate: an HTTP status with body and headers, latency,
-or a dropped connection. The real SDK is pointed at ``server.url``; nothing is patched.
+or a dropped connection, before the request is applied, or after it (``Fault.after``: applied,
+then the answer is lost). ``trap`` runs a callback (e.g. kill -9 of the client) on the Nth
+matching request, before or after applying it, and never answers. Each recorded request keeps
+the status and body of the answer the fake sent (``status`` None: no answer). The real SDK is
+pointed at ``server.url``; nothing is patched.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     match: re.Match | None = None
+    status: int | None = None  # of the answer sent (None: none, e.g. dropped or trapped)
+    answer: Any = None  # the body of that answer
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -59,6 +65,24 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     path: str | None = None  # only requests whose path matches this regex
+    #: apply the request first, then answer with this fault (or drop): the answer is lost
+    after: bool = False
+    method: str | None = None  # only requests of this method
+    skip: int = 0  # let this many matching requests through first
+
+
+@dataclass
+class Trap:
+    """On the ``nth`` request matching ``path`` (and ``method``): ``action()`` runs before the
+    request is applied ("before": never applied) or after ("after"), and no answer is sent;
+    or ("call") it runs first and the request then goes on as usual (e.g. a token expires)."""
+
+    path: str
+    nth: int
+    when: str
+    action: Callable[[], None]
+    method: str | None = None
+    seen: int = 0
 
 
 def route(method: str, pattern: str) -> Callable:
@@ -78,6 +102,7 @@ class FakeServer:
         self.fault_rate = 0.0
         self.fault_template: Fault | None = None
         self.latency = 0.0
+        self.traps: list[Trap] = []
         self.rng = random.Random(seed)
         self.lock = threading.RLock()
         self._routes = [getattr(self, n)._route + (getattr(self, n),) for n in dir(self)
@@ -135,6 +160,13 @@ class FakeServer:
         with self.lock:
             self.scripted.extend(Fault(**fault) for _ in range(n))
 
+    def trap(self, path: str, nth: int, when: str, action: Callable[[], None],
+             method: str | None = None) -> None:
+        """See ``Trap``: e.g. kill the client on the 3rd write, after applying it."""
+        assert when in ("before", "after", "call")
+        with self.lock:
+            self.traps.append(Trap(path, nth, when, action, method))
+
     def fail_rate(self, rate: float, **fault: Any) -> None:
         """Each request fails with probability ``rate`` (seeded, reproducible)."""
         self.fault_rate, self.fault_template = rate, Fault(**fault)
@@ -144,10 +176,24 @@ class FakeServer:
         return [r for r in self.requests if (method is None or r.method == method)
                 and (path is None or re.search(path, r.path))]
 
+    def _pick_trap(self, req: Request) -> Trap | None:
+        with self.lock:
+            for t in self.traps:
+                if re.search(t.path, req.path) and t.method in (None, req.method):
+                    t.seen += 1
+                    if t.seen == t.nth:
+                        self.traps.remove(t)
+                        return t
+        return None
+
     def _pick_fault(self, req: Request) -> Fault | None:
         with self.lock:
             for i, f in enumerate(self.scripted):
-                if f.path is None or re.search(f.path, req.path):
+                if (f.path is None or re.search(f.path, req.path)) and \
+                        f.method in (None, req.method):
+                    if f.skip:
+                        f.skip -= 1
+                        return None
                     return self.scripted.pop(i)
             if self.fault_template and self.rng.random() < self.fault_rate:
                 return self.fault_template
@@ -164,31 +210,55 @@ class FakeServer:
             self.requests.append(req)
         if self.latency:
             time.sleep(self.latency)
+        trap = self._pick_trap(req)
+        if trap is not None and trap.when in ("before", "call"):
+            trap.action()
+            if trap.when == "call":
+                trap = None
+            else:
+                return self._drop(h)
         fault = self._pick_fault(req)
+        if fault is not None and not fault.after:
+            return self._fault(h, req, fault)
+        resp = self._apply(req)
+        if trap is not None:
+            trap.action()
+            return self._drop(h)
         if fault is not None:
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.drop:
-                with contextlib.suppress(OSError):
-                    h.connection.shutdown(socket.SHUT_RDWR)
-                h.close_connection = True
-                return
-            return self._send(h, Response(fault.status, fault.body, dict(fault.headers)))
+            return self._fault(h, req, fault)
+        self._send(h, resp, req)
+
+    def _apply(self, req: Request) -> Response:
         for method, pattern, fn in self._routes:
-            m = pattern.match(parts.path)
-            if m and method == h.command:
+            m = pattern.match(req.path)
+            if m and method == req.method:
                 req.match = m
                 try:
-                    resp = fn(req)
+                    return fn(req)
                 except Exception as exc:  # a bug in the fake: make it loud
-                    resp = Response(599, {"fake_error": repr(exc)})
-                return self._send(h, resp)
-        self._send(h, self.not_found(req))
+                    return Response(599, {"fake_error": repr(exc)})
+        return self.not_found(req)
+
+    def _fault(self, h: BaseHTTPRequestHandler, req: Request, fault: Fault) -> None:
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.drop:
+            return self._drop(h)
+        self._send(h, Response(fault.status, fault.body, dict(fault.headers)), req)
+
+    @staticmethod
+    def _drop(h: BaseHTTPRequestHandler) -> None:
+        with contextlib.suppress(OSError):
+            h.connection.shutdown(socket.SHUT_RDWR)
+        h.close_connection = True
 
     def not_found(self, req: Request) -> Response:
         return Response(404, {"error": f"fake has no route for {req.method} {req.path}"})
 
-    def _send(self, h: BaseHTTPRequestHandler, resp: Response) -> None:
+    def _send(self, h: BaseHTTPRequestHandler, resp: Response, req: Request | None = None
+              ) -> None:
+        if req is not None:
+            req.status, req.answer = resp.status, resp.body
         if isinstance(resp.body, bytes | str):
             data = resp.body.encode() if isinstance(resp.body, str) else resp.body
             ctype = resp.headers.pop("Content-Type", "text/plain")
