@@ -586,22 +586,46 @@ class FieldOptions(BaseModel):
 
 
 class FieldDestination(_SalesforceDestination):
-    """Writes the segment (or group) name into a field of each contact or lead."""
+    """Writes the segment (or group) name into a field of each contact or lead.
+
+    crmsync creates no Salesforce field: the field must exist (Text, or a Picklist whose
+    values are the segment names). A missing field stops the destination with how to make
+    it; a value a restricted picklist does not hold is a reject of that row naming the value
+    to add (Salesforce's INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST)."""
 
     Options = FieldOptions
     target_option = "field"
     value = "label"
+
+    def _fix(self, obj: str) -> str:
+        values = ", ".join(self.ctx.labels) or "the segment names"
+        return (f"create it in Setup > Object Manager > {obj} > Fields & Relationships as Text "
+                f"(255) or a Picklist with the values {values}, and give the integration user "
+                "edit access to it")
 
     def _write(self, op: Op, changes: list[Change]) -> BatchResult:
         opts: FieldOptions = self.options  # type: ignore[assignment]
         value = (lambda c: None) if op is Op.REMOVE else (lambda c: c.value or c.label)
         records = [{"attributes": {"type": object_of(c.key, opts.object)}, "id": c.key,
                     opts.field: value(c)} for c in changes]
+        try:
+            results = self._collection("PATCH", records)
+        except DestinationStopped as exc:
+            if "INVALID_FIELD" not in str(exc):
+                raise
+            obj = records[0]["attributes"]["type"]
+            raise DestinationStopped(f"Salesforce has no field {obj}.{opts.field} (INVALID_FIELD; crmsync "
+                                     f"creates no field): {self._fix(obj)}") from None
         out = BatchResult()
-        for change, res in zip(changes, self._collection("PATCH", records), strict=True):
+        for change, res, rec in zip(changes, results, records, strict=True):
             code, reason = row_errors(res) if not res.get("success") else ("", "")
             if not code or (op is Op.REMOVE and code == "ENTITY_IS_DELETED"):
                 out.done[change.key] = None  # written, or the record is gone
+            elif code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST":
+                obj = rec["attributes"]["type"]
+                out.rejected[change.key] = (
+                    f"{obj}.{opts.field} is a restricted picklist without the value "
+                    f"'{value(change)}': add it to the picklist's values in Setup")
             else:
                 out.rejected[change.key] = reason
         return out

@@ -137,6 +137,8 @@ class FakeSalesforce(FakeServer):
         self._stalls: list[tuple[str, float]] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         self.job_polls = 1  # polls answered InProgress before a job is JobComplete
+        #: (sObject, field) -> values of a restricted picklist (tests set it)
+        self.restricted: dict[tuple[str, str], set[str]] = {}
 
     def stall_after_apply(self, path: str, seconds: float) -> None:
         """The next REST request matching ``path`` is applied, then answered only after
@@ -549,7 +551,16 @@ class FakeSalesforce(FakeServer):
             return _row_error(rid, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
         if stored["IsDeleted"]:
             return _row_error(rid, "ENTITY_IS_DELETED", "entity is deleted", [])
-        self.update(obj, rid, **{k: v for k, v in rec.items() if k not in ("attributes", "id")})
+        values = {k: v for k, v in rec.items() if k not in ("attributes", "id")}
+        for name, v in values.items():
+            # a restricted picklist refuses a value it does not list, per row
+            # (StatusCode INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST,
+            # https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_concepts_core_data_objects.htm)
+            allowed = self.restricted.get((obj, name))
+            if allowed is not None and v is not None and v not in allowed:
+                return _row_error(rid, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                  f"bad value for restricted picklist field: {v}", [name])
+        self.update(obj, rid, **values)
         return {"id": rid, "success": True, "errors": []}
 
     def _delete_ids(self, req: Request) -> Response:
