@@ -82,10 +82,12 @@ def _errors(log_format: LogFormatName = LogFormatName.human):
         raise typer.Exit(exc.exit_code) from None
     except (typer.Exit, typer.Abort):
         raise  # the command's own exit code
-    except Exception:
-        if log_format is not LogFormatName.json:
-            raise  # the traceback, for a bug report
-        log.exception("unexpected error")
+    except Exception as exc:  # a bug or an unclassified platform answer: one line
+        from .sync.logs import error_text
+
+        log.debug("unexpected error", exc_info=True)  # the traceback, at DEBUG only
+        say(f"unexpected error: {error_text(exc)} (CRMSYNC_LOG_LEVEL=debug shows the "
+            "traceback for a bug report)")
         raise typer.Exit(1) from None
 
 

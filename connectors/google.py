@@ -126,10 +126,15 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
     | 408, 5xx, connection errors   |                                     | retry |
     """
     import requests
+    from google.auth import exceptions as auth_exc
 
     status = _status(exc)
     reason = getattr(exc, "reason", None) or ""
     meta = getattr(exc, "metadata", None) or {}
+    if isinstance(exc, auth_exc.RefreshError | auth_exc.InvalidOperation):
+        return Outcome(Action.STOP, f"Google refused the credentials (HTTP 401 "
+                                    f"UNAUTHENTICATED{where}): {one_reason(exc)}; check the "
+                                    "service-account key file and that the key is not revoked")
     if status == 429:
         limit = meta.get("quota_limit", "")
         if "PerDay" in limit:
@@ -137,11 +142,11 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
                                         "the rest is sent on the next run")
         resp = getattr(exc, "response", None)
         ra = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
-        return Outcome(Action.RETRY, "rate limited (RESOURCE_EXHAUSTED)", ra)
+        return Outcome(Action.RETRY, "rate limited (HTTP 429 RESOURCE_EXHAUSTED)", ra)
     if status in (401, 403):
-        return Outcome(Action.STOP, f"Google denied access{where}: {reason or status}. Give the "
-                                    "credentials' account access to the Google Ads account "
-                                    "(or set login_account to its manager account)")
+        return Outcome(Action.STOP, f"Google denied access (HTTP {status} {reason}{where}): give "
+                                    "the service account access to the Google Ads account (or "
+                                    "set login_account to its manager account)")
     if status == 400 and reason == "TERMS_AND_CONDITIONS_NOT_SIGNED":
         return Outcome(Action.STOP, f"the Customer Match terms of service are not accepted"
                                     f"{where}: accept them in Google Ads, then set "
@@ -151,9 +156,18 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
                                     "`crmsync resync` for this destination")
     if status == 400:
         return Outcome(Action.REJECT, reason or "INVALID_ARGUMENT")
+    if status == 404:
+        return Outcome(Action.STOP, f"Google has no such resource (HTTP 404 {reason}{where}): "
+                                    "check operating_account, then `crmsync resync` the "
+                                    "destination")
     if status in _RETRY_STATUS or isinstance(exc, requests.ConnectionError | requests.Timeout):
         return Outcome(Action.RETRY, f"transient error ({status or type(exc).__name__})")
     return Outcome(Action.FAIL, str(exc))
+
+
+def one_reason(exc: BaseException) -> str:
+    """An auth library error's first line (its args may hold a whole response)."""
+    return str(exc.args[0] if exc.args else exc).splitlines()[0][:200]
 
 
 _MEMBER_PATH = re.compile(r"audience_?[mM]embers\[(\d+)\]")

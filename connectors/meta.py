@@ -228,7 +228,8 @@ class CustomAudienceDestination(Destination):
         if not isinstance(exc, FacebookRequestError):
             return Outcome(Action.FAIL, type(exc).__name__)
         code, sub, status = exc.api_error_code(), exc.api_error_subcode(), exc.http_status()
-        what = f"Meta error {code}" + (f"/{sub}" if sub else "") + f": {exc.api_error_message()}"
+        what = (f"HTTP {status}, Meta error {code}" + (f"/{sub}" if sub else "")
+                + f": {exc.api_error_message()}")
         if code in THROTTLE_CODES:
             return Outcome(Action.RETRY, what, _regain_seconds(exc.http_headers()))
         if code in TRANSIENT_CODES or exc.api_transient_error() or (status or 0) >= 500:

@@ -113,7 +113,8 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
             raise DestinationStopped(f"the platform asks to wait {o.retry_after:.0f}s: "
                                      f"stopped for this run: {o.reason}") from exc
         if o.action is Action.RETRY:
-            raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}") from exc
+            raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}; "
+                                     "the next run carries on from the last checkpoint") from exc
         raise
 
 

@@ -82,28 +82,36 @@ def _error_code(exc: BaseException) -> tuple[str, str]:
 
 
 def classify(exc: BaseException, retry_after: float | None = None) -> Outcome:
-    """The one table: what a failed Salesforce call means."""
+    """The one table: what a failed Salesforce call means (each reason one line: the HTTP
+    status, Salesforce's errorCode and message, what to do)."""
     import requests
     from simple_salesforce import exceptions as sfe
 
     code, message = _error_code(exc)
+    status = getattr(exc, "status", None)
+    what = f"HTTP {status} {code}".strip() + (f": {message}" if message else "")
     if isinstance(exc, requests.Timeout | requests.ConnectionError):
         return Outcome(Action.RETRY, f"network: {type(exc).__name__}")
     if isinstance(exc, sfe.SalesforceAuthenticationFailed):
         return Outcome(Action.STOP, f"Salesforce login failed: {exc.code}")
     if isinstance(exc, sfe.SalesforceExpiredSession):
         # reached only when a fresh session is refused too (one re-login is done before)
-        return Outcome(Action.STOP, "Salesforce refused a fresh session (INVALID_SESSION_ID)")
+        return Outcome(Action.STOP, f"Salesforce refused a fresh session ({what}): check the "
+                                    "integration user is active and allowed to use the API")
     if code == "REQUEST_LIMIT_EXCEEDED":
         if "concurrent" in message.lower():  # ConcurrentRequests: long requests in flight
-            return Outcome(Action.RETRY, message, retry_after)
-        return Outcome(Action.STOP, f"Salesforce daily API request limit exceeded: {message}")
+            return Outcome(Action.RETRY, what, retry_after)
+        return Outcome(Action.STOP, f"Salesforce daily API request limit exceeded ({what}); "
+                                    "the rest is sent on the next run")
     if isinstance(exc, sfe.SalesforceRefusedRequest):
-        return Outcome(Action.STOP, f"Salesforce refused the request ({code}): {message}")
+        return Outcome(Action.STOP, f"Salesforce refused the request ({what}): give the "
+                                    "integration user access to the object and fields "
+                                    "(profile or permission set)")
     if isinstance(exc, sfe.SalesforceMalformedRequest):
-        return Outcome(Action.STOP, f"Salesforce rejected the request ({code}): {message}")
+        return Outcome(Action.STOP, f"Salesforce rejected the request ({what}): check the "
+                                    "destination's object, field and campaign in the mapping")
     if isinstance(exc, sfe.SalesforceGeneralError) and (exc.status >= 500 or exc.status == 429):
-        return Outcome(Action.RETRY, f"HTTP {exc.status}", retry_after)
+        return Outcome(Action.RETRY, what, retry_after)
     return Outcome(Action.FAIL, repr(exc))
 
 

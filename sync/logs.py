@@ -51,14 +51,58 @@ def one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+#: what to do about a platform's answer nobody classified, by HTTP status class
+_HINTS = {400: "the platform refused the request: check the destination's options in the "
+               "mapping",
+          401: "the platform refused the credentials: renew them in the environment",
+          403: "the credentials lack access: grant them access to this account or object",
+          404: "the target is gone or unreachable: check it exists, then "
+               "`crmsync resync` the destination",
+          429: "rate limited: the next run carries on from the last checkpoint",
+          500: "the platform failed: the next run tries again"}
+
+
+def _http_status(exc: BaseException) -> int | None:
+    for name in ("status", "code", "status_code"):
+        v = getattr(exc, name, None)
+        if isinstance(v, int) and 100 <= v < 600:
+            return v
+    fn = getattr(exc, "http_status", None)  # facebook-business
+    v = fn() if callable(fn) else None
+    return v if isinstance(v, int) else None
+
+
+def hint(status: int | None) -> str | None:
+    """What a user can do about an HTTP status nobody classified more precisely."""
+    if status is None:
+        return None
+    return _HINTS.get(status) or _HINTS.get(500 if status >= 500 else 400)
+
+
 def error_text(exc: BaseException) -> str:
     """An unexpected exception as one redacted line: an SDK's HTTP error as its status and
-    body (not its headers)."""
-    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
+    body (not its headers), then what to do about that status."""
+    status, body = _http_status(exc), getattr(exc, "body", None)
+    body = body() if callable(body) else body
     if isinstance(status, int) and body:
         body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        return one_line(f"{type(exc).__name__}: HTTP {status}: {body}")
-    return one_line(f"{type(exc).__name__}: {exc}")
+        text = f"{type(exc).__name__}: HTTP {status}: {body}"
+    elif isinstance(status, int):
+        text = f"{type(exc).__name__}: HTTP {status}: {exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    what = hint(status)
+    return one_line(f"{what}; {text}" if what else text)
+
+
+def level_from_env() -> int:
+    """``CRMSYNC_LOG_LEVEL`` (debug, info, warning, error); info by default. Only at debug do
+    logs carry Python tracebacks."""
+    import os
+
+    name = (os.environ.get("CRMSYNC_LOG_LEVEL") or "info").upper()
+    return getattr(logging, name, logging.INFO) if name in (
+        "DEBUG", "INFO", "WARNING", "ERROR") else logging.INFO
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,7 +124,8 @@ class PlainFormatter(logging.Formatter):
         return redact(super().formatException(ei))
 
 
-def setup_logging(fmt: str = "human", level: int = logging.INFO) -> None:
+def setup_logging(fmt: str = "human", level: int | None = None) -> None:
+    level = level_from_env() if level is None else level
     root = logging.getLogger("crmsync")
     root.handlers.clear()
     root.setLevel(level)

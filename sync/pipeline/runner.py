@@ -324,7 +324,8 @@ class Runner:
                 raise
             out.status, out.message = "failed", one_line(str(exc))
         except Exception as exc:  # one destination's bug must not stop the others
-            log.exception("destination %s failed", cfg.name)
+            # one line for the user (the summary below); the traceback only at DEBUG
+            log.debug("destination %s failed", cfg.name, exc_info=True)
             out.status, out.message = "failed", error_text(exc)
         finally:
             if dest is not None:
