@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from crmsync.connectors import identity as ident
 from crmsync.connectors.base import Context
 from crmsync.connectors.google import encode_identity
 from crmsync.connectors.meta import CustomAudienceDestination, CustomAudienceOptions, MetaConnection
-from crmsync.sync import identity as ident
 from crmsync.sync.errors import Reject
-from crmsync.sync.model import DestinationConfig
+from crmsync.sync.mapping.model import DestinationConfig
 
 
 def sha(text: str) -> str:

@@ -33,7 +33,7 @@ from test_salesforce_e2e import Harness as SalesforceHarness  # noqa: E402
 from crmsync.connectors import salesforce as sfmod  # noqa: E402
 from crmsync.connectors.google import CustomerMatchDestination  # noqa: E402
 from crmsync.connectors.meta import CustomAudienceDestination  # noqa: E402
-from crmsync.sync.retry import RetryPolicy  # noqa: E402
+from crmsync.connectors.retry import RetryPolicy  # noqa: E402
 
 from fakes.google import DataManagerFake, error  # noqa: E402
 from fakes.hubspot import FakeHubSpot  # noqa: E402

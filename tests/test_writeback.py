@@ -16,7 +16,7 @@ import pytest
 
 from crmsync.connectors.base import Change, Context, Op
 from crmsync.sync.errors import DestinationStopped
-from crmsync.sync.model import DestinationConfig
+from crmsync.sync.mapping.model import DestinationConfig
 
 from conftest import write_mapping
 
@@ -147,7 +147,7 @@ def tls(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
     from crmsync.connectors import salesforce as sfmod
-    from crmsync.sync.retry import RetryPolicy
+    from crmsync.connectors.retry import RetryPolicy
     monkeypatch.setattr(sfmod, "RETRY", RetryPolicy(attempts=2, initial_wait=0.0, max_wait=0.0))
 
 
