@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..sync.errors import ConfigError, DestinationStopped, Problem, Reject
 from ..sync.mapping.model import ConnectionConfig, DestinationConfig, Duration
@@ -43,6 +43,7 @@ MAX_IDENTIFIERS = 10  # user identifiers per audience member
 PER_MINUTE = 300  # ingestion requests per minute per Cloud project
 MAX_MEMBERSHIP = timedelta(days=540)  # Customer Match membership duration cap
 SUPPORTED = ("email", "phone", "first_name", "last_name", "country", "zip")
+ADDRESS = ("first_name", "last_name", "country", "zip")  # AddressInfo: all four or none
 
 #: one limiter per process: the quota is per Google Cloud project, shared by destinations
 _LIMITER = RollingWindow(PER_MINUTE, 60.0)
@@ -82,14 +83,28 @@ class AdConsent(BaseModel):
 
 
 class CustomerMatchOptions(BaseModel):
-    """Mapping fields of a ``google_ads_customer_match`` destination."""
+    """Mapping fields of a ``google_ads_customer_match`` destination. ``audience:`` names the
+    Customer Match list (as on Meta); ``list:`` is its deprecated spelling, still read
+    (``validate`` warns)."""
 
     model_config = ConfigDict(extra="forbid")
-    list: str = Field(min_length=1, description="display name of the Customer Match list")
+    audience: str = Field("", description="display name of the Customer Match list")
+    list: str | None = Field(None, min_length=1, description="deprecated: use audience")
     description: str | None = None
     terms_of_service: Literal["accepted", "not_accepted"] | bool = "not_accepted"
     ad_consent: AdConsent = Field(default_factory=AdConsent)
     membership_duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _audience(self) -> CustomerMatchOptions:
+        if self.list is not None and self.audience and self.audience != self.list:
+            raise ValueError("give the list's name once, as audience: (list: is its old name)")
+        if self.list is not None:
+            self.audience = self.list
+        if not self.audience.strip():
+            raise ValueError("audience: is required: the display name of the Customer Match "
+                             "list (created when missing)")
+        return self
 
     @field_validator("membership_duration")
     @classmethod
@@ -247,7 +262,7 @@ class CustomerMatchDestination(Destination):
 
     Options: ClassVar[type[BaseModel]] = CustomerMatchOptions
     connection_types: ClassVar[tuple[str, ...]] = ("google_ads",)
-    target_option: ClassVar[str | None] = "list"
+    target_option: ClassVar[str | None] = "audience"
     max_batch: ClassVar[int] = MAX_MEMBERS
     value: ClassVar[Literal["none", "label", "identity"]] = "identity"
     hashed: ClassVar[bool] = True
@@ -266,14 +281,37 @@ class CustomerMatchDestination(Destination):
         self._size: dict[str, Any] = {}  # size and match rate, as last read back
         self._request_ids: list[str] = []
         self._previous: dict[str, Any] = {}
-        if problems := self.check(self.config, self.options):
+        if problems := [p for p in self.check(self.config, self.options)
+                        if p.severity == "error"]:
             raise ConfigError(problems)
 
     @classmethod
     def check(cls, config: DestinationConfig, options: BaseModel) -> list[Problem]:
-        return [Problem(f"identifiers[{j}]", f"Customer Match does not take {i}",
-                        f"use some of: {', '.join(SUPPORTED)}")
-                for j, i in enumerate(config.identifiers) if i not in SUPPORTED]
+        """Customer Match's rules, for ``validate``: the identifiers it takes, an address's
+        four parts together, the terms, the deprecated ``list:``."""
+        ids = list(config.identifiers)
+        out = [Problem(f"identifiers[{j}]", f"Customer Match does not take {i}",
+                       f"use some of: {', '.join(SUPPORTED)}")
+               for j, i in enumerate(ids) if i not in SUPPORTED]
+        address = [n for n in ADDRESS if n in ids]
+        if address and len(address) < len(ADDRESS):
+            missing = [n for n in ADDRESS if n not in ids]
+            out.append(Problem("identifiers", "Customer Match matches an address only with "
+                               "first_name, last_name, country and zip together; "
+                               f"{', '.join(address)} alone are never sent",
+                               f"add {', '.join(missing)}, or remove {', '.join(address)}",
+                               severity="warning"))
+        opts: CustomerMatchOptions = options  # type: ignore[assignment]
+        if opts.list is not None:
+            out.append(Problem("list", "'list:' is deprecated for google_ads_customer_match",
+                               "write audience: instead (the same name as before)",
+                               severity="warning"))
+        if not opts.terms_accepted:
+            out.append(Problem("terms_of_service", "the Customer Match terms are not marked "
+                               "accepted: every upload stops until they are",
+                               "accept them in Google Ads, then set terms_of_service: accepted",
+                               severity="warning"))
+        return out
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -350,9 +388,9 @@ class CustomerMatchDestination(Destination):
         """Find or create the list by display name; read the status of last run's requests."""
         data = {k: v for k, v in state.items() if k != "pending"}
         self._clients()
-        if not (data.get("list_id") and data.get("list") == self.opts.list
+        if not (data.get("list_id") and data.get("list") == self.opts.audience
                 and data.get("account") == self.conn.operating_account):
-            data.update(list_id=self._find_or_create(), list=self.opts.list,
+            data.update(list_id=self._find_or_create(), list=self.opts.audience,
                         account=self.conn.operating_account)
         self._size = {k: data[k] for k in ("size", "match_rate") if k in data}
         self._previous = self._read_statuses(list(state.get("pending", [])))
@@ -377,7 +415,7 @@ class CustomerMatchDestination(Destination):
             req = dm.ListUserListsRequest(parent=self._parent, page_size=1000, page_token=token)
             page = self._call(self._lists.list_user_lists, request=req, metadata=self._metadata)
             for ul in page.user_lists:
-                if ul.display_name == self.opts.list:
+                if ul.display_name == self.opts.audience:
                     return str(ul.id)
             token = page.next_page_token
             if not token:
@@ -390,7 +428,7 @@ class CustomerMatchDestination(Destination):
         if found:
             return found
         ul = dm.UserList(
-            display_name=self.opts.list, description=self.opts.description or "",
+            display_name=self.opts.audience, description=self.opts.description or "",
             ingested_user_list_info=dm.IngestedUserListInfo(
                 upload_key_types=[dm.IngestedUserListInfo.UploadKeyType.CONTACT_ID],
                 contact_id_info=dm.ContactIdInfo(

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conformance import _setup
 
 pytest.importorskip("hubspot")
