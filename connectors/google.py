@@ -14,9 +14,9 @@ and hashed by ``sync.identity`` (Google section) and sent HEX encoded.
 
 Auth: a service-account key file named by the connection's ``credentials_file`` (usually
 ``${GOOGLE_APPLICATION_CREDENTIALS}``), else application default credentials, with the Data
-Manager scope. When ``base_url`` is set (a proxy or a test fake on loopback) the client uses
-that endpoint, and anonymous credentials when it is a plain-HTTP loopback address, so tests
-run offline.
+Manager scope; the access token comes from the key file's ``token_uri`` (OAuth 2.0 JWT bearer
+grant) and is renewed by google-auth. Only a connection with no ``credentials_file`` whose
+``base_url`` is a plain-HTTP loopback address (a test fake) uses anonymous credentials.
 """
 
 from __future__ import annotations
@@ -158,6 +158,11 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
         resp = getattr(exc, "response", None)
         ra = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
         return Outcome(Action.RETRY, "rate limited (HTTP 429 RESOURCE_EXHAUSTED)", ra)
+    if status == 403 and reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT":
+        return Outcome(Action.STOP, f"Google refused the access token's scopes (HTTP 403 "
+                                    f"{reason}{where}): the token needs the scope {SCOPE}; "
+                                    "if the Workspace admin restricts the service account's "
+                                    "scopes, allow that one")
     if status in (401, 403):
         return Outcome(Action.STOP, f"Google denied access (HTTP {status} {reason}{where}): give "
                                     "the service account access to the Google Ads account (or "
@@ -325,9 +330,12 @@ class CustomerMatchDestination(Destination):
         return self.options  # type: ignore[return-value]
 
     def _credentials(self) -> Any:
+        """The service account of ``credentials_file`` (always, even against a fake: the token
+        comes from the key file's ``token_uri``); with no file, anonymous credentials only
+        towards a plain-HTTP loopback ``base_url`` (tests), else application defaults."""
         conn = self.conn
-        if conn.base_url and re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]",
-                                      conn.base_url + "/"):
+        if not conn.credentials_file and conn.base_url and re.match(
+                r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]", conn.base_url + "/"):
             from google.auth.credentials import AnonymousCredentials
             return AnonymousCredentials()
         if conn.credentials_file:
@@ -352,15 +360,24 @@ class CustomerMatchDestination(Destination):
         return creds
 
     def _clients(self) -> tuple[Any, Any]:
+        """REST clients whose service-account credentials get an access token from the key
+        file's ``token_uri`` (OAuth 2.0 JWT bearer grant) rather than a self-signed JWT, so a
+        missing scope or a revoked key is answered by Google's token endpoint; google-auth
+        renews the token before expiry and once on a 401."""
         if self._ingest is None:
             from google.ads import datamanager_v1 as dm
-            from google.api_core.client_options import ClientOptions
-            opts = ClientOptions(api_endpoint=self.conn.base_url) if self.conn.base_url else None
+            from google.ads.datamanager_v1.services.ingestion_service.transports.rest import (
+                IngestionServiceRestTransport,
+            )
+            from google.ads.datamanager_v1.services.user_list_service.transports.rest import (
+                UserListServiceRestTransport,
+            )
+            host = self.conn.base_url or "datamanager.googleapis.com"
             creds = self._credentials()
-            self._ingest = dm.IngestionServiceClient(credentials=creds, transport="rest",
-                                                     client_options=opts)
-            self._lists = dm.UserListServiceClient(credentials=creds, transport="rest",
-                                                   client_options=opts)
+            self._ingest = dm.IngestionServiceClient(transport=IngestionServiceRestTransport(
+                host=host, credentials=creds, always_use_jwt_access=False))
+            self._lists = dm.UserListServiceClient(transport=UserListServiceRestTransport(
+                host=host, credentials=creds, always_use_jwt_access=False))
         return self._ingest, self._lists
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
