@@ -83,10 +83,10 @@ def _errors(log_format: LogFormatName = LogFormatName.human):
     except (typer.Exit, typer.Abort):
         raise  # the command's own exit code
     except Exception as exc:  # a bug or an unclassified platform answer: one line
-        from .sync.logs import error_text
+        from .sync.logs import failure_line
 
         log.debug("unexpected error", exc_info=True)  # the traceback, at DEBUG only
-        say(f"unexpected error: {error_text(exc)} (CRMSYNC_LOG_LEVEL=debug shows the "
+        say(f"unexpected error: {failure_line(exc)} (CRMSYNC_LOG_LEVEL=debug shows the "
             "traceback for a bug report)")
         raise typer.Exit(1) from None
 

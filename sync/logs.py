@@ -81,18 +81,23 @@ def hint(status: int | None) -> str | None:
 
 def error_text(exc: BaseException) -> str:
     """An unexpected exception as one redacted line: an SDK's HTTP error as its status and
-    body (not its headers), then what to do about that status."""
-    status, body = _http_status(exc), getattr(exc, "body", None)
-    body = body() if callable(body) else body
+    body (not its headers)."""
+    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
     if isinstance(status, int) and body:
         body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        text = f"{type(exc).__name__}: HTTP {status}: {body}"
-    elif isinstance(status, int):
-        text = f"{type(exc).__name__}: HTTP {status}: {exc}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
+        return one_line(f"{type(exc).__name__}: HTTP {status}: {body}")
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def failure_line(exc: BaseException) -> str:
+    """A failure nobody classified, for the user: what to do about its HTTP status (when it
+    has one), then ``error_text`` (the status named even when the SDK gives no body)."""
+    status = _http_status(exc)
+    text = error_text(exc)
+    if isinstance(status, int) and f"HTTP {status}" not in text:
+        text = one_line(f"HTTP {status}: {text}")
     what = hint(status)
-    return one_line(f"{what}; {text}" if what else text)
+    return one_line(f"{what}; {text}") if what else text
 
 
 def level_from_env() -> int:

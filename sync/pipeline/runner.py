@@ -16,7 +16,7 @@ import duckdb
 from ...connectors.base import Destination, RemoteState, SourceState
 from ..clock import iso, utcnow
 from ..errors import ConfigError, CrmsyncError, DestinationStopped
-from ..logs import error_text, one_line
+from ..logs import failure_line, one_line
 from ..mapping.loader import Project
 from ..mapping.model import DestinationConfig
 from ..segments.engine import Evaluation
@@ -326,7 +326,7 @@ class Runner:
         except Exception as exc:  # one destination's bug must not stop the others
             # one line for the user (the summary below); the traceback only at DEBUG
             log.debug("destination %s failed", cfg.name, exc_info=True)
-            out.status, out.message = "failed", error_text(exc)
+            out.status, out.message = "failed", failure_line(exc)
         finally:
             if dest is not None:
                 out.calls, out.retries = dest.ctx.meter.calls, dest.ctx.meter.retries
