@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import _setup
+from crmsync.connectors.testing.destination import _setup
 
 pytest.importorskip("hubspot")
 pytest.importorskip("facebook_business")

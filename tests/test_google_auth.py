@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conformance import _setup
+from crmsync.connectors.testing.destination import _setup
 
 pytest.importorskip("google.ads.datamanager_v1")
 

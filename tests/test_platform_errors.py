@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conformance import _setup
+
+from crmsync.connectors.testing.destination import _setup
 
 pytest.importorskip("hubspot")
 pytest.importorskip("simple_salesforce")
@@ -48,8 +49,6 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(sfmod, "RETRY", FAST)
     monkeypatch.setattr(CustomAudienceDestination, "policy", FAST)
     monkeypatch.setattr(CustomerMatchDestination, "policy", FAST)
-    monkeypatch.setattr(CustomAudienceDestination, "sleep", staticmethod(lambda s: None))
-    monkeypatch.setattr(CustomerMatchDestination, "sleep", staticmethod(lambda s: None))
 
 
 @pytest.fixture(scope="module")

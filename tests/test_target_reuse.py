@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from conformance import _setup
+from crmsync.connectors.testing.destination import _setup
 
 pytest.importorskip("hubspot")
 pytest.importorskip("simple_salesforce")
