@@ -93,6 +93,7 @@ def _errors(log_format: LogFormatName = LogFormatName.human):
     except Exception as exc:
         if os.environ.get("CRMSYNC_DEBUG"):
             raise  # the traceback, for a bug report
+        log.debug("unexpected error", exc_info=True)  # the traceback, at DEBUG only
         say(unexpected(exc))
         raise typer.Exit(1) from None
 

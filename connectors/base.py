@@ -71,6 +71,9 @@ class Context:
     #: how the connector's waits sleep (retry backoff, Retry-After, the rate limiter's
     #: holds): tests inject a fake one here, and only here
     sleep: Callable[[float], None] = time.sleep
+    #: label destinations: every value they may write, in order (the segment, or each
+    #: segment of the group), so a select's options can be made before the first write
+    labels: tuple[str, ...] = ()
 
     def resolve(self, path: str | Path) -> Path:
         p = Path(path)

@@ -14,9 +14,9 @@ and hashed by ``sync.identity`` (Google section) and sent HEX encoded.
 
 Auth: a service-account key file named by the connection's ``credentials_file`` (usually
 ``${GOOGLE_APPLICATION_CREDENTIALS}``), else application default credentials, with the Data
-Manager scope. When ``base_url`` is set (a proxy or a test fake on loopback) the client uses
-that endpoint, and anonymous credentials when it is a plain-HTTP loopback address, so tests
-run offline.
+Manager scope; the access token comes from the key file's ``token_uri`` (OAuth 2.0 JWT bearer
+grant) and is renewed by google-auth. Only a connection with no ``credentials_file`` whose
+``base_url`` is a plain-HTTP loopback address (a test fake) uses anonymous credentials.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..sync.errors import ConfigError, DestinationStopped, Problem, Reject
 from ..sync.mapping.model import ConnectionConfig, DestinationConfig, Duration
@@ -43,6 +43,7 @@ MAX_IDENTIFIERS = 10  # user identifiers per audience member
 PER_MINUTE = 300  # ingestion requests per minute per Cloud project
 MAX_MEMBERSHIP = timedelta(days=540)  # Customer Match membership duration cap
 SUPPORTED = ("email", "phone", "first_name", "last_name", "country", "zip")
+ADDRESS = ("first_name", "last_name", "country", "zip")  # AddressInfo: all four or none
 
 #: one limiter per process: the quota is per Google Cloud project, shared by destinations
 _LIMITER = RollingWindow(PER_MINUTE, 60.0)
@@ -82,14 +83,28 @@ class AdConsent(BaseModel):
 
 
 class CustomerMatchOptions(BaseModel):
-    """Mapping fields of a ``google_ads_customer_match`` destination."""
+    """Mapping fields of a ``google_ads_customer_match`` destination. ``audience:`` names the
+    Customer Match list (as on Meta); ``list:`` is its deprecated spelling, still read
+    (``validate`` warns)."""
 
     model_config = ConfigDict(extra="forbid")
-    list: str = Field(min_length=1, description="display name of the Customer Match list")
+    audience: str = Field("", description="display name of the Customer Match list")
+    list: str | None = Field(None, min_length=1, description="deprecated: use audience")
     description: str | None = None
     terms_of_service: Literal["accepted", "not_accepted"] | bool = "not_accepted"
     ad_consent: AdConsent = Field(default_factory=AdConsent)
     membership_duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _audience(self) -> CustomerMatchOptions:
+        if self.list is not None and self.audience and self.audience != self.list:
+            raise ValueError("give the list's name once, as audience: (list: is its old name)")
+        if self.list is not None:
+            self.audience = self.list
+        if not self.audience.strip():
+            raise ValueError("audience: is required: the display name of the Customer Match "
+                             "list (created when missing)")
+        return self
 
     @field_validator("membership_duration")
     @classmethod
@@ -126,10 +141,15 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
     | 408, 5xx, connection errors   |                                     | retry |
     """
     import requests
+    from google.auth import exceptions as auth_exc
 
     status = _status(exc)
     reason = getattr(exc, "reason", None) or ""
     meta = getattr(exc, "metadata", None) or {}
+    if isinstance(exc, auth_exc.RefreshError | auth_exc.InvalidOperation):
+        return Outcome(Action.STOP, f"Google refused the credentials (HTTP 401 "
+                                    f"UNAUTHENTICATED{where}): {one_reason(exc)}; check the "
+                                    "service-account key file and that the key is not revoked")
     if status == 429:
         limit = meta.get("quota_limit", "")
         if "PerDay" in limit:
@@ -137,11 +157,16 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
                                         "the rest is sent on the next run")
         resp = getattr(exc, "response", None)
         ra = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
-        return Outcome(Action.RETRY, "rate limited (RESOURCE_EXHAUSTED)", ra, Applied.NO)
+        return Outcome(Action.RETRY, "rate limited (HTTP 429 RESOURCE_EXHAUSTED)", ra, Applied.NO)
+    if status == 403 and reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT":
+        return Outcome(Action.STOP, f"Google refused the access token's scopes (HTTP 403 "
+                                    f"{reason}{where}): the token needs the scope {SCOPE}; "
+                                    "if the Workspace admin restricts the service account's "
+                                    "scopes, allow that one")
     if status in (401, 403):
-        return Outcome(Action.STOP, f"Google denied access{where}: {reason or status}. Give the "
-                                    "credentials' account access to the Google Ads account "
-                                    "(or set login_account to its manager account)")
+        return Outcome(Action.STOP, f"Google denied access (HTTP {status} {reason}{where}): give "
+                                    "the service account access to the Google Ads account (or "
+                                    "set login_account to its manager account)")
     if status == 400 and reason == "TERMS_AND_CONDITIONS_NOT_SIGNED":
         return Outcome(Action.STOP, f"the Customer Match terms of service are not accepted"
                                     f"{where}: accept them in Google Ads, then set "
@@ -151,9 +176,18 @@ def classify(exc: BaseException, *, where: str = "") -> Outcome:
                                     "`crmsync resync` for this destination")
     if status == 400:
         return Outcome(Action.REJECT, reason or "INVALID_ARGUMENT")
+    if status == 404:
+        return Outcome(Action.STOP, f"Google has no such resource (HTTP 404 {reason}{where}): "
+                                    "check operating_account, then `crmsync resync` the "
+                                    "destination")
     if status in _RETRY_STATUS or isinstance(exc, requests.ConnectionError | requests.Timeout):
         return Outcome(Action.RETRY, f"transient error ({status or type(exc).__name__})")
     return Outcome(Action.FAIL, str(exc))
+
+
+def one_reason(exc: BaseException) -> str:
+    """An auth library error's first line (its args may hold a whole response)."""
+    return str(exc.args[0] if exc.args else exc).splitlines()[0][:200]
 
 
 _MEMBER_PATH = re.compile(r"audience_?[mM]embers\[(\d+)\]")
@@ -233,7 +267,7 @@ class CustomerMatchDestination(Destination):
 
     Options: ClassVar[type[BaseModel]] = CustomerMatchOptions
     connection_types: ClassVar[tuple[str, ...]] = ("google_ads",)
-    target_option: ClassVar[str | None] = "list"
+    target_option: ClassVar[str | None] = "audience"
     max_batch: ClassVar[int] = MAX_MEMBERS
     value: ClassVar[Literal["none", "label", "identity"]] = "identity"
     hashed: ClassVar[bool] = True
@@ -252,14 +286,37 @@ class CustomerMatchDestination(Destination):
         self._size: dict[str, Any] = {}  # size and match rate, as last read back
         self._request_ids: list[str] = []
         self._previous: dict[str, Any] = {}
-        if problems := self.check(self.config, self.options):
+        if problems := [p for p in self.check(self.config, self.options)
+                        if p.severity == "error"]:
             raise ConfigError(problems)
 
     @classmethod
     def check(cls, config: DestinationConfig, options: BaseModel) -> list[Problem]:
-        return [Problem(f"identifiers[{j}]", f"Customer Match does not take {i}",
-                        f"use some of: {', '.join(SUPPORTED)}")
-                for j, i in enumerate(config.identifiers) if i not in SUPPORTED]
+        """Customer Match's rules, for ``validate``: the identifiers it takes, an address's
+        four parts together, the terms, the deprecated ``list:``."""
+        ids = list(config.identifiers)
+        out = [Problem(f"identifiers[{j}]", f"Customer Match does not take {i}",
+                       f"use some of: {', '.join(SUPPORTED)}")
+               for j, i in enumerate(ids) if i not in SUPPORTED]
+        address = [n for n in ADDRESS if n in ids]
+        if address and len(address) < len(ADDRESS):
+            missing = [n for n in ADDRESS if n not in ids]
+            out.append(Problem("identifiers", "Customer Match matches an address only with "
+                               "first_name, last_name, country and zip together; "
+                               f"{', '.join(address)} alone are never sent",
+                               f"add {', '.join(missing)}, or remove {', '.join(address)}",
+                               severity="warning"))
+        opts: CustomerMatchOptions = options  # type: ignore[assignment]
+        if opts.list is not None:
+            out.append(Problem("list", "'list:' is deprecated for google_ads_customer_match",
+                               "write audience: instead (the same name as before)",
+                               severity="warning"))
+        if not opts.terms_accepted:
+            out.append(Problem("terms_of_service", "the Customer Match terms are not marked "
+                               "accepted: every upload stops until they are",
+                               "accept them in Google Ads, then set terms_of_service: accepted",
+                               severity="warning"))
+        return out
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -273,9 +330,12 @@ class CustomerMatchDestination(Destination):
         return self.options  # type: ignore[return-value]
 
     def _credentials(self) -> Any:
+        """The service account of ``credentials_file`` (always, even against a fake: the token
+        comes from the key file's ``token_uri``); with no file, anonymous credentials only
+        towards a plain-HTTP loopback ``base_url`` (tests), else application defaults."""
         conn = self.conn
-        if conn.base_url and re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]",
-                                      conn.base_url + "/"):
+        if not conn.credentials_file and conn.base_url and re.match(
+                r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]", conn.base_url + "/"):
             from google.auth.credentials import AnonymousCredentials
             return AnonymousCredentials()
         if conn.credentials_file:
@@ -300,15 +360,24 @@ class CustomerMatchDestination(Destination):
         return creds
 
     def _clients(self) -> tuple[Any, Any]:
+        """REST clients whose service-account credentials get an access token from the key
+        file's ``token_uri`` (OAuth 2.0 JWT bearer grant) rather than a self-signed JWT, so a
+        missing scope or a revoked key is answered by Google's token endpoint; google-auth
+        renews the token before expiry and once on a 401."""
         if self._ingest is None:
             from google.ads import datamanager_v1 as dm
-            from google.api_core.client_options import ClientOptions
-            opts = ClientOptions(api_endpoint=self.conn.base_url) if self.conn.base_url else None
+            from google.ads.datamanager_v1.services.ingestion_service.transports.rest import (
+                IngestionServiceRestTransport,
+            )
+            from google.ads.datamanager_v1.services.user_list_service.transports.rest import (
+                UserListServiceRestTransport,
+            )
+            host = self.conn.base_url or "datamanager.googleapis.com"
             creds = self._credentials()
-            self._ingest = dm.IngestionServiceClient(credentials=creds, transport="rest",
-                                                     client_options=opts)
-            self._lists = dm.UserListServiceClient(credentials=creds, transport="rest",
-                                                   client_options=opts)
+            self._ingest = dm.IngestionServiceClient(transport=IngestionServiceRestTransport(
+                host=host, credentials=creds, always_use_jwt_access=False))
+            self._lists = dm.UserListServiceClient(transport=UserListServiceRestTransport(
+                host=host, credentials=creds, always_use_jwt_access=False))
         return self._ingest, self._lists
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -336,9 +405,9 @@ class CustomerMatchDestination(Destination):
         """Find or create the list by display name; read the status of last run's requests."""
         data = {k: v for k, v in state.items() if k != "pending"}
         self._clients()
-        if not (data.get("list_id") and data.get("list") == self.opts.list
+        if not (data.get("list_id") and data.get("list") == self.opts.audience
                 and data.get("account") == self.conn.operating_account):
-            data.update(list_id=self._find_or_create(), list=self.opts.list,
+            data.update(list_id=self._find_or_create(), list=self.opts.audience,
                         account=self.conn.operating_account)
         self._size = {k: data[k] for k in ("size", "match_rate") if k in data}
         self._previous = self._read_statuses(list(state.get("pending", [])))
@@ -363,7 +432,7 @@ class CustomerMatchDestination(Destination):
             req = dm.ListUserListsRequest(parent=self._parent, page_size=1000, page_token=token)
             page = self._call(self._lists.list_user_lists, request=req, metadata=self._metadata)
             for ul in page.user_lists:
-                if ul.display_name == self.opts.list:
+                if ul.display_name == self.opts.audience:
                     return str(ul.id)
             token = page.next_page_token
             if not token:
@@ -376,7 +445,7 @@ class CustomerMatchDestination(Destination):
         if found:
             return found
         ul = dm.UserList(
-            display_name=self.opts.list, description=self.opts.description or "",
+            display_name=self.opts.audience, description=self.opts.description or "",
             ingested_user_list_info=dm.IngestedUserListInfo(
                 upload_key_types=[dm.IngestedUserListInfo.UploadKeyType.CONTACT_ID],
                 contact_id_info=dm.ContactIdInfo(

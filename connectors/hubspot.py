@@ -9,9 +9,11 @@ Choices worth knowing:
 * The list destination keys are HubSpot record ids (the source's ``id``); ``value = "none"``.
 * The property destination writes the segment name (``value = "label"``); a removal clears the
   property (empty string, as the batch-update docs say). A missing property is created as an
-  enumeration (``select``) whose options are the destination's segment, then grown with each
-  new segment name as it is first written (the destination does not see the group's segment
-  list); ``property_type: string`` in the mapping creates a plain text property instead.
+  enumeration (``select``) with one option (label and value) per segment of the destination's
+  group (or its one segment): HubSpot refuses an enumeration without options. When the group
+  gains a segment, ``open`` PATCHes the options (every option is sent: HubSpot has no way to
+  append one, https://developers.hubspot.com/docs/methods/contacts/v2/update_contact_property);
+  ``property_type: string`` in the mapping creates a plain text property instead.
 * The source pulls fully through the list endpoint (no 10,000 cap), then incrementally through
   search on ``lastmodifieddate >= cursor - lookback`` in ``hs_object_id`` order, restarting the
   query past the last id when the 10,000-result cap is reached; archived contacts and ids merged
@@ -490,8 +492,12 @@ class HubSpotPropertyDestination(_HubSpotDestination):
         except Exception as exc:
             if _status(exc) != 404:
                 raise
-            seed = [self.config.segment] if self.config.segment else []
+            seed = self._labels()
             enum = o.property_type == "enumeration"
+            if enum and not seed:
+                raise DestinationStopped(
+                    f"cannot create HubSpot property '{o.property}': an enumeration needs its "
+                    "options and this destination names no segment or group") from None
             prop = self.client.call(api.create, "contacts", property_create={
                 "name": o.property, "label": o.label or o.property, "groupName": o.group_name,
                 "type": "enumeration" if enum else "string",
@@ -504,14 +510,23 @@ class HubSpotPropertyDestination(_HubSpotDestination):
                                      f"{prop.get('type')}; crmsync writes enumeration or string")
         self._enum = prop.get("type") == "enumeration"
         self._options = [x["value"] for x in prop.get("options") or []]
+        self._ensure_options(set(self._labels()))  # the group grew since the last run
         return state
+
+    def _labels(self) -> list[str]:
+        """Every value this destination may write: the group's segments, or its segment."""
+        if self.ctx.labels:
+            return list(self.ctx.labels)
+        return [self.config.segment] if self.config.segment else []
 
     @staticmethod
     def _option(value: str, order: int) -> dict[str, Any]:
         return {"label": value, "value": value, "displayOrder": order, "hidden": False}
 
     def _ensure_options(self, values: set[str]) -> None:
-        new = sorted(v for v in values if v and v not in self._options)
+        order = {v: i for i, v in enumerate(self._labels())}
+        new = sorted((v for v in values if v and v not in self._options),
+                     key=lambda v: (order.get(v, len(order)), v))
         if not (self._enum and new):
             return
         opts = [*self._options, *new]

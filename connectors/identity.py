@@ -13,6 +13,7 @@ import unicodedata
 from datetime import date
 
 import phonenumbers
+from iso3166 import countries_by_alpha2
 
 from ..sync.errors import Reject
 
@@ -34,13 +35,39 @@ def hash_normalised(value: str) -> str:
     return v if is_sha256(v) else sha256_hex(v)
 
 
+# ---- countries
+# ISO 3166-1 alpha-2 from the ``iso3166`` package (one small pure-Python module, kept current
+# with ISO's list). Not pycountry (8 MB, mostly translations this does not use), nor
+# phonenumbers' regions (calling-code regions: they include AC and TA, which ISO only
+# reserves, and lack AQ, BV, HM). ``UK`` is ISO's "exceptionally reserved" code for the
+# United Kingdom, which both platforms take as GB. XK (Kosovo, a user-assigned code that the
+# library and CLDR carry) is accepted.
+_COUNTRY_ALIASES = {"UK": "GB"}
+
+
+def iso_country(raw: str | None) -> str:
+    """An assigned ISO 3166-1 alpha-2 code, upper case (``UK`` -> ``GB``); Reject otherwise."""
+    v = (raw or "").strip().upper()
+    v = _COUNTRY_ALIASES.get(v, v)
+    if v not in countries_by_alpha2:
+        raise Reject("country is not an assigned ISO 3166-1 alpha-2 code")
+    return v
+
+
+def _region_or_none(country: str | None) -> str | None:
+    try:
+        return iso_country(country) if country and country.strip() else None
+    except Reject:
+        return None
+
+
 def e164(raw: str, country: str | None, region: str | None) -> str:
     """A phone number in E.164 (``+14155550123``), read in the contact's country when known,
     else in ``region``. Raises Reject when it is not a valid number."""
     text = (raw or "").strip()
     if not text:
         raise Reject("phone is empty")
-    regions = [r for r in ((country or "").strip().upper()[:2] or None, region) if r]
+    regions = [r for r in (_region_or_none(country), region) if r]
     for reg in regions or [None]:
         try:
             num = phonenumbers.parse(text, reg)
@@ -52,11 +79,17 @@ def e164(raw: str, country: str | None, region: str | None) -> str:
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: characters no plain address holds outside quotes: they mean a display name
+#: (``John Doe <john@example.com>``), a list or a comment was written instead
+_NOT_AN_ADDRESS = re.compile(r"[<>()\[\],;:\"\\]")
 
 
 def basic_email(raw: str) -> str:
-    """Trimmed, lower-cased email; Reject when it is not of the form local@domain.tld."""
+    """Trimmed, lower-cased email; Reject when it is not of the form local@domain.tld, or is
+    written with a display name (``Name <address>``): refused rather than guessed at."""
     v = (raw or "").strip().lower()
+    if _NOT_AN_ADDRESS.search(v):
+        raise Reject("email is not a bare address (a display name, list or comment around it?)")
     if not _EMAIL.match(v):
         raise Reject("email is not a valid address")
     return v
@@ -97,12 +130,13 @@ def meta_email(raw: str) -> str:
 
 
 def meta_country(raw: str) -> str:
-    """ISO-3166-1 alpha-2, lower-case (``us``); a few common names are accepted."""
+    """ISO-3166-1 alpha-2, lower-case (``us``; ``UK`` is ``gb``); a few common names are
+    accepted; a code ISO has not assigned is refused."""
     v = _letters(raw)
     v = _META_COUNTRY_NAMES.get(v, v)
     if len(v) != 2 or not v.isascii():
         raise Reject("country is not a two-letter ISO-3166-1 code")
-    return v
+    return iso_country(v).lower()
 
 
 def meta_phone(raw: str, country: str | None, region: str | None) -> str:
@@ -202,23 +236,35 @@ def meta_extern_id(raw: str) -> str:
 #   follows it in the local part (other domains keep dots and plus signs); SHA-256.
 # * phone_number: E.164 with "+" and the country code, digits only after it; SHA-256.
 # * given_name / family_name: lower-case, no prefixes (Mrs.) or suffixes (Jr.), no
-#   punctuation, trimmed; SHA-256.
-# * region_code: ISO-3166-1 alpha-2, trimmed, NOT hashed.
+#   punctuation, trimmed; SHA-256. The guide names only these two as examples; the lists
+#   below are those of Google's own Data Manager formatter (googleads/data-manager-java,
+#   UserDataFormatter: prefixes mr, mrs, ms, dr; suffixes jr, sr, 2nd, 3rd, ii, iii, iv, v,
+#   vi, cpa, dc, dds, vm, jd, md, phd), plus the common British and honorific forms (miss,
+#   mx, prof, sir, hon, rev, jnr, snr, esq) and roman numerals up to x. Names are NFC first,
+#   so a decomposed accent (``e`` + U+0301) is the same letter as the composed one.
+# * region_code: ISO-3166-1 alpha-2, trimmed, NOT hashed; UK is sent as GB; a code ISO has
+#   not assigned is refused (``iso_country``).
 # * postal_code: trimmed, NOT hashed; US: 5 digits or 5 digits plus a 4-digit extension;
 #   other countries: no extension.
 # An address is matched as a whole: given name, family name, region and postal code are all
 # required (AddressInfo reference).
 
 _GOOGLE_MAIL_DOMAINS = ("gmail.com", "googlemail.com")
-_NAME_PREFIXES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir"})
-_NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq"})
-_REGION = re.compile(r"^[A-Z]{2}$")
+_NAME_PREFIXES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "hon",
+                            "rev"})
+_NAME_SUFFIXES = frozenset({"jr", "sr", "jnr", "snr", "2nd", "3rd", "ii", "iii", "iv", "v",
+                            "vi", "vii", "viii", "ix", "x", "cpa", "dc", "dds", "vm", "jd",
+                            "md", "phd", "esq"})
 _US_ZIP = re.compile(r"^(\d{5})(?:[-\s]?(\d{4}))?$")
 
 
 def google_email(raw: str) -> str:
-    """Email per Google's guide (see the section header); Reject when not an address."""
-    v = basic_email(re.sub(r"\s+", "", raw or ""))
+    """Email per Google's guide (see the section header); Reject when not an address (a
+    display name is refused before whitespace is removed, never glued to the address)."""
+    text = (raw or "").strip()
+    if _NOT_AN_ADDRESS.search(text):
+        raise Reject("email is not a bare address (a display name, list or comment around it?)")
+    v = basic_email(re.sub(r"\s+", "", text))
     local, _, domain = v.rpartition("@")
     if domain in _GOOGLE_MAIL_DOMAINS:
         local = local.split("+", 1)[0].replace(".", "")
@@ -233,7 +279,8 @@ def google_phone(raw: str, country: str | None, region: str | None) -> str:
 
 
 def _name_words(raw: str) -> list[str]:
-    return re.sub(r"[^\w\s]|_", "", (raw or "").lower()).split()
+    text = unicodedata.normalize("NFC", raw or "").lower()
+    return re.sub(r"[^\w\s]|_", "", text).split()
 
 
 def google_given_name(raw: str) -> str:
@@ -257,11 +304,8 @@ def google_family_name(raw: str) -> str:
 
 
 def google_region(raw: str) -> str:
-    """ISO-3166-1 alpha-2 region code (upper case), sent unhashed."""
-    v = (raw or "").strip().upper()
-    if not _REGION.match(v):
-        raise Reject("country is not a two-letter ISO-3166-1 code")
-    return v
+    """ISO-3166-1 alpha-2 region code (upper case, ``UK`` -> ``GB``), sent unhashed."""
+    return iso_country(raw)
 
 
 def google_postal(raw: str, region: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..sync.errors import DestinationStopped, Reject
+from ..sync.errors import DestinationStopped, Problem, Reject
 from ..sync.mapping.model import ConnectionConfig
 from . import identity as ident
 from .base import BatchResult, Change, Destination, Op
@@ -141,6 +141,22 @@ class CustomAudienceDestination(Destination):
         self.audience_id: str | None = None
         self._wrote = False
 
+    @classmethod
+    def check(cls, config: Any, options: BaseModel) -> list[Problem]:
+        """Meta's rules, for ``validate``: identifiers it takes, at least one that matches."""
+        ids = list(config.identifiers)
+        out = [Problem(f"identifiers[{j}]", f"Meta Custom Audiences do not take '{n}'",
+                       f"use some of: {', '.join(SCHEMA)}")
+               for j, n in enumerate(ids) if n not in SCHEMA]
+        if not ids:
+            out.append(Problem("identifiers", "a Meta customer list needs identifiers",
+                               "e.g. identifiers: [email, phone]"))
+        elif not (set(ids) & set(STRONG) or {"first_name", "last_name"} <= set(ids)):
+            out.append(Problem("identifiers", f"{', '.join(ids)} cannot match anyone on its "
+                               "own on Meta", "add email, phone or external_id (or both "
+                               "first_name and last_name)"))
+        return out
+
     # ------------------------------------------------------------ encoding
     @property
     def schema(self) -> list[str]:
@@ -228,7 +244,8 @@ class CustomAudienceDestination(Destination):
         if not isinstance(exc, FacebookRequestError):
             return Outcome(Action.FAIL, type(exc).__name__)
         code, sub, status = exc.api_error_code(), exc.api_error_subcode(), exc.http_status()
-        what = f"Meta error {code}" + (f"/{sub}" if sub else "") + f": {exc.api_error_message()}"
+        what = (f"HTTP {status}, Meta error {code}" + (f"/{sub}" if sub else "")
+                + f": {exc.api_error_message()}")
         if code in THROTTLE_CODES:  # throttled: the call was not applied
             return Outcome(Action.RETRY, what, _regain_seconds(exc.http_headers()), Applied.NO)
         if code in TRANSIENT_CODES or exc.api_transient_error() or (status or 0) >= 500:

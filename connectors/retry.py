@@ -148,7 +148,8 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
                                      f"stopped for this run: {o.reason}",
                                      applied=applied) from exc
         if o.action is Action.RETRY:
-            raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}",
+            raise DestinationStopped(f"gave up after {policy.attempts} attempts: {o.reason}; "
+                                     "the next run carries on from the last checkpoint",
                                      applied=applied) from exc
         raise
 

@@ -92,30 +92,38 @@ def _error_code(exc: BaseException) -> tuple[str, str]:
 
 
 def classify(exc: BaseException, retry_after: float | None = None) -> Outcome:
-    """The one table: what a failed Salesforce call means."""
+    """The one table: what a failed Salesforce call means (each reason one line: the HTTP
+    status, Salesforce's errorCode and message, what to do)."""
     import requests
     from simple_salesforce import exceptions as sfe
 
     code, message = _error_code(exc)
+    status = getattr(exc, "status", None)
+    what = f"HTTP {status} {code}".strip() + (f": {message}" if message else "")
     if isinstance(exc, requests.Timeout | requests.ConnectionError):
         return Outcome(Action.RETRY, f"network: {type(exc).__name__}")
     if isinstance(exc, sfe.SalesforceAuthenticationFailed):
         return Outcome(Action.STOP, f"Salesforce login failed: {exc.code}")
     if isinstance(exc, sfe.SalesforceExpiredSession):
         # reached only when a fresh session is refused too (one re-login is done before)
-        return Outcome(Action.STOP, "Salesforce refused a fresh session (INVALID_SESSION_ID)")
+        return Outcome(Action.STOP, f"Salesforce refused a fresh session ({what}): check the "
+                                    "integration user is active and allowed to use the API")
     if code == "REQUEST_LIMIT_EXCEEDED":
         if "concurrent" in message.lower():  # ConcurrentRequests: long requests in flight
-            return Outcome(Action.RETRY, message, retry_after, Applied.NO)  # refused, not run
-        return Outcome(Action.STOP, f"Salesforce daily API request limit exceeded: {message}")
+            return Outcome(Action.RETRY, what, retry_after, Applied.NO)  # refused, not run
+        return Outcome(Action.STOP, f"Salesforce daily API request limit exceeded ({what}); "
+                                    "the rest is sent on the next run")
     if isinstance(exc, sfe.SalesforceRefusedRequest):
-        return Outcome(Action.STOP, f"Salesforce refused the request ({code}): {message}")
+        return Outcome(Action.STOP, f"Salesforce refused the request ({what}): give the "
+                                    "integration user access to the object and fields "
+                                    "(profile or permission set)")
     if isinstance(exc, sfe.SalesforceMalformedRequest):
-        return Outcome(Action.STOP, f"Salesforce rejected the request ({code}): {message}")
+        return Outcome(Action.STOP, f"Salesforce rejected the request ({what}): check the "
+                                    "destination's object, field and campaign in the mapping")
     if isinstance(exc, sfe.SalesforceGeneralError) and exc.status == 429:
-        return Outcome(Action.RETRY, "HTTP 429", retry_after, Applied.NO)  # throttled
+        return Outcome(Action.RETRY, what, retry_after, Applied.NO)  # throttled
     if isinstance(exc, sfe.SalesforceGeneralError) and exc.status >= 500:
-        return Outcome(Action.RETRY, f"HTTP {exc.status}", retry_after)
+        return Outcome(Action.RETRY, what, retry_after)
     return Outcome(Action.FAIL, repr(exc))
 
 
@@ -628,27 +636,53 @@ class FieldOptions(BaseModel):
 
 
 class FieldDestination(_SalesforceDestination):
-    """Writes the segment (or group) name into a field of each contact or lead."""
+    """Writes the segment (or group) name into a field of each contact or lead.
+
+    crmsync creates no Salesforce field: the field must exist (Text, or a Picklist whose
+    values are the segment names). A missing field stops the destination with how to make
+    it; a value a restricted picklist does not hold is a reject of that row naming the value
+    to add (Salesforce's INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST)."""
 
     Options = FieldOptions
     target_option = "field"
     value = "label"
 
+    def _fix(self, obj: str) -> str:
+        values = ", ".join(self.ctx.labels) or "the segment names"
+        return (f"create it in Setup > Object Manager > {obj} > Fields & Relationships as Text "
+                f"(255) or a Picklist with the values {values}, and give the integration user "
+                "edit access to it")
+
     def _write(self, op: Op, changes: list[Change]) -> BatchResult:
         opts: FieldOptions = self.options  # type: ignore[assignment]
         value = (lambda c: None) if op is Op.REMOVE else (lambda c: c.value or c.label)
-        def patch(changes: list[Change]) -> list[dict[str, Any]]:
-            return self._collection("PATCH", [
-                {"attributes": {"type": object_of(c.key, opts.object)}, "id": c.key,
-                 opts.field: value(c)} for c in changes])
+        def record(c: Change) -> dict[str, Any]:
+            return {"attributes": {"type": object_of(c.key, opts.object)}, "id": c.key,
+                    opts.field: value(c)}
 
+        def patch(changes: list[Change]) -> list[dict[str, Any]]:
+            return self._collection("PATCH", [record(c) for c in changes])
+
+        try:
+            rows = self._rows(changes, patch)
+        except DestinationStopped as exc:
+            if "INVALID_FIELD" not in str(exc):
+                raise
+            obj = object_of(changes[0].key, opts.object)
+            raise DestinationStopped(f"Salesforce has no field {obj}.{opts.field} (INVALID_FIELD; "
+                                     f"crmsync creates no field): {self._fix(obj)}") from None
         out = BatchResult()
-        for change, res in self._rows(changes, patch):
+        for change, res in rows:
             code, reason = row_errors(res) if not res.get("success") else ("", "")
             if not code or (op is Op.REMOVE and code == "ENTITY_IS_DELETED"):
                 out.done[change.key] = None  # written, or the record is gone
             elif code in TRANSIENT_ROW_CODES:
                 out.deferred[change.key] = deferral(res)
+            elif code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST":
+                out.rejected[change.key] = (
+                    f"{object_of(change.key, opts.object)}.{opts.field} is a restricted "
+                    f"picklist without the value '{value(change)}': add it to the picklist's "
+                    "values in Setup")
             else:
                 out.rejected[change.key] = reason
         return out

@@ -131,6 +131,22 @@ def error_text(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}")
 
 
+def failure_line(exc: BaseException) -> str:
+    """A failure nobody classified, for the user, in one line: ``error_text`` (its HTTP
+    status, the platform's code and message) and what to do about that status."""
+    return one_line(f"{error_text(exc)}; {what_to_do(http_status(exc))}")
+
+
+def level_from_env() -> int:
+    """``CRMSYNC_LOG_LEVEL`` (debug, info, warning, error); info by default. Only at debug do
+    logs carry Python tracebacks."""
+    import os
+
+    name = (os.environ.get("CRMSYNC_LOG_LEVEL") or "info").upper()
+    return getattr(logging, name, logging.INFO) if name in (
+        "DEBUG", "INFO", "WARNING", "ERROR") else logging.INFO
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -169,7 +185,8 @@ class SummaryFilter(logging.Filter):
         return not getattr(record, "summary", False)
 
 
-def setup_logging(fmt: str = "human", level: int = logging.INFO) -> None:
+def setup_logging(fmt: str = "human", level: int | None = None) -> None:
+    level = level_from_env() if level is None else level
     root = logging.getLogger("crmsync")
     root.handlers.clear()
     root.setLevel(level)

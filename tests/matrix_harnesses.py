@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,11 @@ class GoogleList:
                            "operating_account": "1234567890", "base_url": self.fake.url}}
 
     def env(self):
-        return {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/key.json"}
+        if getattr(self, "_key_file", None) is None:  # real service-account credentials
+            from fakes.google import service_account_file
+
+            self._key_file = service_account_file(self.fake, tempfile.mkdtemp())
+        return {"GOOGLE_APPLICATION_CREDENTIALS": str(self._key_file)}
 
     def keys(self, n):
         keys = [f"k{i:03d}" for i in range(n)]

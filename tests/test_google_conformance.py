@@ -9,7 +9,7 @@ from crmsync.connectors.testing import HashedKeys
 
 pytest.importorskip("google.ads.datamanager_v1")
 
-from fakes.google import DataManagerFake, quota_error  # noqa: E402
+from fakes.google import DataManagerFake, quota_error, service_account_file  # noqa: E402
 
 ACCOUNT = "1234567890"
 LIST = "Conformance (crmsync)"
@@ -19,8 +19,12 @@ class GoogleHarness(HashedKeys):
     batch_limit = 10_000  # audience members per request
 
     def __init__(self, fake: DataManagerFake):
+        import tempfile
+
         super().__init__()
         self.fake = fake
+        # real service-account credentials: a throwaway key, tokens from the fake's token_uri
+        self.key_file = service_account_file(fake, tempfile.mkdtemp())
 
     def destination(self):
         return {"type": "google_ads_customer_match", "connection": "google", "list": LIST,
@@ -32,7 +36,7 @@ class GoogleHarness(HashedKeys):
                            "operating_account": ACCOUNT, "base_url": self.fake.url}}
 
     def env(self):
-        return {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/key.json"}
+        return {"GOOGLE_APPLICATION_CREDENTIALS": str(self.key_file)}
 
     def remote(self):
         ul = self.fake.list_named(LIST)

@@ -18,7 +18,7 @@ from conftest import write_csv, write_mapping
 
 pytest.importorskip("google.ads.datamanager_v1")
 
-from fakes.google import DataManagerFake, quota_error  # noqa: E402
+from fakes.google import DataManagerFake, quota_error, service_account_file  # noqa: E402
 
 ACCOUNT = "1234567890"
 ENV = {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/key.json"}
@@ -54,9 +54,11 @@ def want(ids) -> list[list[dict]]:
 
 
 @pytest.fixture
-def fake():
+def fake(tmp_path_factory):
     with DataManagerFake() as f:
         f.add_account(ACCOUNT)
+        # real service-account credentials: a throwaway key, tokens from the fake's token_uri
+        ENV["GOOGLE_APPLICATION_CREDENTIALS"] = str(service_account_file(f, tmp_path_factory.mktemp("sa")))
         f.expect("emailAddress", [f"firstlast{i}@gmail.com" for i in range(1000)])
         f.expect("phoneNumber", [f"+1650555{1000 + i:04d}" for i in range(1000)])
         yield f

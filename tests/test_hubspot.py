@@ -49,11 +49,12 @@ def list_dest(fake, tmp_path, *, name="crmsync · Champions", chunk=None, batch_
                                   conn or connection(fake), ctx(tmp_path))
 
 
-def prop_dest(fake, tmp_path, *, prop="crmsync_lifecycle", group="lifecycle", **extra):
+def prop_dest(fake, tmp_path, *, prop="crmsync_lifecycle", group="lifecycle",
+              labels=("customers", "leads"), **extra):
     cfg = DestinationConfig(name="rfm-tag", type="hubspot_property", group=group,
                             connection="hubspot", property=prop, **extra)
     return HubSpotPropertyDestination(cfg, HubSpotPropertyDestination.Options(**cfg.options),
-                                      connection(fake), ctx(tmp_path))
+                                      connection(fake), ctx(tmp_path, labels=labels))
 
 
 def adds(keys) -> list[Change]:

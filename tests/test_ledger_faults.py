@@ -157,7 +157,7 @@ def test_google_whole_request_refusal_is_no_reject(cli, tmp_path, monkeypatch):
     """A 400 naming no member refuses the request, not its rows: the destination stops,
     the batch's marks go back, and the next run sends the rows (never recorded rejects)."""
     pytest.importorskip("google.ads.datamanager_v1")
-    from fakes.google import DataManagerFake, error
+    from fakes.google import DataManagerFake, error, service_account_file
 
     with DataManagerFake() as fake:
         fake.add_account("1234567890")
@@ -169,7 +169,7 @@ def test_google_whole_request_refusal_is_no_reject(cli, tmp_path, monkeypatch):
         e = error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
         fake.fail_next(1, path=r":ingest$", skip=1, status=400, body=e.body)
         m = _mapping(tmp_path, conn, dest, [(k, True) for k in keys])
-        env = {"GOOGLE_CREDS": "/nonexistent/key.json"}
+        env = {"GOOGLE_CREDS": str(service_account_file(fake, tmp_path))}
         res = cli("run", "-c", m, env=env)
         assert res.exit_code == 1 and "refused a request" in res.stderr + res.stdout
         assert _ledger(tmp_path) == dict.fromkeys(keys[:5], "member")

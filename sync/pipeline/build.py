@@ -58,5 +58,7 @@ def make_source(project: Project, name: str, now: datetime) -> Source:
 def make_destination(project: Project, index: int, now: datetime) -> Destination:
     cfg = project.mapping.destinations[index]
     ctx, conn = _context(project, cfg.connection, now)
+    group = project.mapping.groups.get(cfg.group or "")
+    ctx.labels = tuple(group.segments) if group else ((cfg.segment,) if cfg.segment else ())
     cls = connectors.load("destination", cfg.type)
     return cls(cfg, _options(project, f"destinations[{index}]", cls, cfg.options), conn, ctx)

@@ -15,7 +15,7 @@ import duckdb
 from ...connectors.base import Destination, RemoteState, SourceState
 from ..clock import iso, utcnow
 from ..errors import ConfigError, CrmsyncError, DestinationStopped
-from ..logs import error_text, http_status, one_line, redact, what_to_do
+from ..logs import failure_line, one_line, redact
 from ..mapping.loader import Project
 from ..mapping.model import DestinationConfig
 from ..mapping.summary import text_lines
@@ -341,10 +341,9 @@ class Runner:
                 raise
             out.status, out.message = "failed", one_line(str(exc))
         except Exception as exc:  # one destination's bug must not stop the others
-            # one line (the summary below); the traceback only at DEBUG
+            # one line for the user (the summary below); the traceback only at DEBUG
             log.debug("destination %s failed", cfg.name, exc_info=True)
-            out.status = "failed"
-            out.message = f"{error_text(exc)}; {what_to_do(http_status(exc))}"
+            out.status, out.message = "failed", failure_line(exc)
         finally:
             if dest is not None:
                 out.calls, out.retries = dest.ctx.meter.calls, dest.ctx.meter.retries

@@ -142,6 +142,12 @@ class DataManagerFake(FakeServer):
         self._minute: deque[float] = deque()
         self._day = 0
         self._quota_lock = threading.Lock()
+        #: OAuth 2.0 for service accounts. Once a service account is added, every API call
+        #: needs ``Authorization: Bearer <token>`` with a token from ``/token``.
+        self.service_accounts: dict[str, bytes] = {}  # client_email -> public key (PEM)
+        self.granted_scopes: set[str] | None = None  # None: whatever is asked
+        self.access_tokens: dict[str, set[str]] = {}  # token -> scopes
+        self.token_requests = 0
 
     # ------------------------------------------------------------ helpers for tests
     def add_account(self, account_id: str, *, reachable: bool = True,
@@ -166,6 +172,64 @@ class DataManagerFake(FakeServer):
 
     def member_rows(self, list_id: int) -> list[dict]:
         return [json.loads(m) for m in sorted(self.lists[list_id].members)]
+
+    # ------------------------------------------------------------ OAuth 2.0
+    def add_service_account(self, email: str, public_key_pem: bytes) -> None:
+        """Trust this service account's key; from now on API calls need a bearer token."""
+        self.service_accounts[email] = public_key_pem
+
+    def expire_access_tokens(self) -> None:
+        self.access_tokens.clear()
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.url}/token"
+
+    @route("POST", r"/token")
+    def token(self, req: Request) -> Response:
+        """The JWT bearer grant of a service account (RFC 7523), as Google's token endpoint
+        answers it: https://developers.google.com/identity/protocols/oauth2/service-account#httprest
+        (a bad signature or claim is 400 invalid_grant)."""
+        import jwt
+
+        form = req.form()
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return Response(400, {"error": "unsupported_grant_type"})
+        assertion = form.get("assertion", "")
+        try:
+            iss = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+            key = self.service_accounts[iss]
+            # "aud ... is always https://oauth2.googleapis.com/token", whatever the token_uri
+            claims = jwt.decode(assertion, key, algorithms=["RS256"],
+                                audience="https://oauth2.googleapis.com/token")
+        except (KeyError, jwt.PyJWTError) as exc:
+            return Response(400, {"error": "invalid_grant",
+                                  "error_description": f"Invalid JWT: {type(exc).__name__}"})
+        asked = set((claims.get("scope") or "").split())
+        scopes = asked if self.granted_scopes is None else asked & self.granted_scopes
+        token = f"ya29.fake-{uuid.uuid4().hex}"
+        with self.lock:
+            self.access_tokens[token] = scopes
+            self.token_requests += 1
+        return Response(200, {"access_token": token, "token_type": "Bearer",
+                              "expires_in": 3599})
+
+    def _pick_fault(self, req: Request):  # auth is checked before any route
+        if self.service_accounts and req.path != "/token":
+            token = req.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            scopes = self.access_tokens.get(token)
+            if scopes is None:
+                from .server import Fault
+                e = error(401, "UNAUTHENTICATED", "Request had invalid authentication "
+                          "credentials. Expected OAuth 2 access token.", "ACCESS_TOKEN_EXPIRED"
+                          if token.startswith("ya29.") else "CREDENTIALS_MISSING")
+                return Fault(status=e.status, body=e.body)
+            if "https://www.googleapis.com/auth/datamanager" not in scopes:
+                from .server import Fault
+                e = error(403, "PERMISSION_DENIED", "Request had insufficient authentication "
+                          "scopes.", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
+                return Fault(status=e.status, body=e.body)
+        return super()._pick_fault(req)
 
     # ------------------------------------------------------------ quota
     def _take_ingestion_quota(self) -> Response | None:
@@ -433,3 +497,28 @@ class DataManagerFake(FakeServer):
             entry["errorInfo"] = {"errorCounts": [{"recordCount": str(n), "reason": r}
                                                   for r, n in sorted(st.errors.items())]}
         return Response(200, {"requestStatusPerDestination": [entry]})
+
+
+def service_account_file(fake: DataManagerFake, folder: Any,
+                         email: str = "crmsync@test-project.iam.gserviceaccount.com") -> Any:
+    """A service-account key file made now with a throwaway RSA key (the format of a key
+    Google issues, https://cloud.google.com/iam/docs/keys-create-delete), whose ``token_uri``
+    is the fake's token endpoint; the fake trusts its public key."""
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    fake.add_service_account(email, public)
+    path = Path(folder) / "service-account.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "test-project",
+        "private_key_id": uuid.uuid4().hex, "private_key": pem, "client_email": email,
+        "client_id": "1234567890", "token_uri": fake.token_uri,
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth"}))
+    return path

@@ -345,6 +345,15 @@ class FakeHubSpot(FakeServer):
         b = req.json()
         if b["name"] in self.properties:
             return _error(409, f"Property named '{b['name']}' already exists.", "CONFLICT")
+        # an enumeration is its options: HubSpot answers one without any with a 400
+        # VALIDATION_ERROR (https://developers.hubspot.com/docs/api/crm/properties, "Property
+        # type and fieldType values": enumeration properties take their options)
+        if b.get("type") == "enumeration" and not b.get("options"):
+            return _error(400, "Enumeration properties must have at least one option.",
+                          "VALIDATION_ERROR")
+        for o in b.get("options") or []:
+            if not (o.get("label") and o.get("value")):
+                return _error(400, "Every option needs a label and a value.", "VALIDATION_ERROR")
         self.define_property(b["name"], b["type"], b["fieldType"],
                              [o["value"] for o in b.get("options") or []], b["groupName"])
         self.properties[b["name"]]["label"] = b.get("label", b["name"])
@@ -356,7 +365,10 @@ class FakeHubSpot(FakeServer):
         if p is None:
             return _error(404, "not found", "OBJECT_NOT_FOUND")
         b = req.json()
-        if "options" in b:
+        if "options" in b and p["type"] == "enumeration" and not b["options"]:
+            return _error(400, "Enumeration properties must have at least one option.",
+                          "VALIDATION_ERROR")
+        if "options" in b:  # the options sent replace them all (no way to append one)
             p["options"] = [{"label": o["label"], "value": o["value"], "hidden": False,
                              "displayOrder": i} for i, o in enumerate(b["options"])]
         return self._ok(p)

@@ -93,6 +93,10 @@ class FakeGraph(FakeServer):
         self.known: dict[str, set[str]] | None = None  # schema key -> digests allowed
         self.invalid: list[tuple[str, str]] = []  # (schema key, bad value)
         self._next_id = 23840000000000
+        #: access tokens the fake accepts (None: any); another one is answered as Graph
+        #: answers an expired or revoked token: HTTP 400, OAuthException code 190
+        #: (https://developers.facebook.com/docs/graph-api/guides/error-handling)
+        self.tokens: set[str] | None = None
 
     # ------------------------------------------------------------ test helpers
     def expect(self, key: str, normalised: Iterable[str]) -> None:
@@ -120,6 +124,19 @@ class FakeGraph(FakeServer):
         resp = graph_error(code, "There have been too many calls", subcode,
                            headers={"X-Business-Use-Case-Usage": json.dumps(usage)})
         self.fail_next(n, status=resp.status, body=resp.body, headers=resp.headers, path=path)
+
+    def _pick_fault(self, req: Request):  # the token is checked before any route
+        if self.tokens is not None:
+            token = req.arg("access_token")
+            if token is None and req.body:
+                token = req.form().get("access_token")
+            if token not in self.tokens:
+                from .server import Fault
+                err = graph_error(190, "Error validating access token: The session has been "
+                                  "invalidated because the user changed their password or "
+                                  "Facebook has changed the session for security reasons.", 460)
+                return Fault(status=err.status, body=err.body)
+        return super()._pick_fault(req)
 
     # ------------------------------------------------------------ routes
     def _account_ok(self, req: Request) -> Response | None:

@@ -138,6 +138,8 @@ class FakeSalesforce(FakeServer):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.job_polls = 1  # polls answered InProgress before a job is JobComplete
         self._row_faults: dict[str, list[str]] = {}  # record / contact id -> codes to answer
+        #: (sObject, field) -> values of a restricted picklist (tests set it)
+        self.restricted: dict[tuple[str, str], set[str]] = {}
 
     def fail_rows(self, ids: list[str], code: str = "UNABLE_TO_LOCK_ROW", times: int = 1) -> None:
         """The next ``times`` collection writes touching each of ``ids`` (a contact or lead id,
@@ -571,7 +573,16 @@ class FakeSalesforce(FakeServer):
             return _row_error(rid, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
         if stored["IsDeleted"]:
             return _row_error(rid, "ENTITY_IS_DELETED", "entity is deleted", [])
-        self.update(obj, rid, **{k: v for k, v in rec.items() if k not in ("attributes", "id")})
+        values = {k: v for k, v in rec.items() if k not in ("attributes", "id")}
+        for name, v in values.items():
+            # a restricted picklist refuses a value it does not list, per row
+            # (StatusCode INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST,
+            # https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_concepts_core_data_objects.htm)
+            allowed = self.restricted.get((obj, name))
+            if allowed is not None and v is not None and v not in allowed:
+                return _row_error(rid, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                  f"bad value for restricted picklist field: {v}", [name])
+        self.update(obj, rid, **values)
         return {"id": rid, "success": True, "errors": []}
 
     def _delete_ids(self, req: Request) -> Response:
