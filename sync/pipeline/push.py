@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlglot import exp
+
 from ...connectors.base import Change, Destination, Op
 from ..errors import Reject
 from ..mapping.model import DestinationConfig, FieldType
-from ..mapping.values import typed_sql
+from ..segments.compiler import typed
 from ..segments.engine import Evaluation
+from ..segments.portable import col as pcol
 from ..sql import lit, q
 from ..store.figures import DestinationFigures
 
@@ -91,7 +94,7 @@ class Candidates:
             ftype = ev.fields[source].get(cfg.consent, FieldType.string)
             col = q(cfg.consent)
             consent = (f"coalesce({col}, FALSE)" if ftype is FieldType.bool else
-                       f"coalesce({typed_sql(f'CAST({col} AS VARCHAR)', FieldType.bool)}, FALSE)")
+                       f"coalesce({ev.sql(typed(exp.cast(pcol(cfg.consent), 'varchar'), FieldType.bool))}, FALSE)")
         else:
             consent = "TRUE"
         ident = m.sources[source].identity.fields()

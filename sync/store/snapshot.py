@@ -14,7 +14,6 @@ import duckdb
 
 from ...connectors.base import Pull, SourceState
 from ..mapping.model import FieldType
-from ..mapping.values import strip_sql, typed_sql
 from ..sql import lit, q
 
 #: contact keys quoted in a warning about repeated keys (the rest are counted)
@@ -28,8 +27,6 @@ def snap(source: str) -> str:
 #: identifier fields of these types keep their text beside their typed value, as ``t:<field>``
 #: (a zip typed number is sent "02134"); a string is its own text, a date goes as YYYY-MM-DD
 TEXT_KEPT = (FieldType.number, FieldType.bool, FieldType.datetime, FieldType.multi)
-#: fields whose values can fail to parse, flagged ``u:<field>`` (any text is a multi)
-CHECKED = (FieldType.number, FieldType.bool, FieldType.date, FieldType.datetime)
 
 
 def layout(key_field: str, schema: dict[str, FieldType], identity: Iterable[str]) -> dict:
@@ -193,21 +190,11 @@ class Snapshots:
 def _typed_rows(src: str, key_field: str, schema: dict[str, FieldType],
                 texts: list[str]) -> str:
     """SQL: the rows of ``src`` (text columns) as the snapshot stores them: ``_key``, each
-    field typed, ``u:<field>`` and ``t:<field>`` (see ``Store.write_pull``). In layers:
-    each value is stripped once (``x:<field>``), then typed once."""
-    fields = [f for f in schema if f != key_field]
-    x = {f: q("x:" + f) for f in fields}
-    stripped = ", ".join([f"{strip_sql(f'CAST({q(key_field)} AS VARCHAR)')} AS _key",
-                          *(f"{strip_sql(f'CAST({q(f)} AS VARCHAR)')} AS {x[f]}"
-                            for f in fields)])
-    typed = ", ".join(["_key", *x.values(), *(f"{typed_sql(x[f], schema[f], stripped=True)} "
-                                              f"AS {q(f)}" for f in fields)])
-    out = ["_key", *(q(f) for f in fields)]
-    out += [f"({x[f]} <> '' AND {q(f)} IS NULL) AS {q('u:' + f)}"
-            for f in fields if schema[f] in CHECKED]
-    out += [f"NULLIF({x[f]}, '') AS {q('t:' + f)}" for f in texts]
-    return (f"SELECT {', '.join(out)} FROM (SELECT {typed} FROM "
-            f"(SELECT {stripped} FROM {src}))")
+    field typed, ``u:<field>`` and ``t:<field>`` (see ``Store.write_pull``)."""
+    from ..segments.compiler import typed_rows
+    from ..segments.portable import Raw, render
+
+    return render(typed_rows(Raw(this=src), key_field, schema, texts))
 
 
 def _write_jsonl(path: Path, rows: Iterable[Any], columns: list[str]) -> None:
