@@ -122,6 +122,7 @@ class Meter:
 
 def plan(project: Any, con: Any, engine: str, table: Any) -> tuple[dict, float]:
     from crmsync.sync.mapping.model import FieldType
+    from crmsync.sync.pipeline.warehouse import diff
     from crmsync.sync.segments import warehouse
     from crmsync.sync.segments.engine import Evaluation
 
@@ -134,7 +135,7 @@ def plan(project: Any, con: Any, engine: str, table: Any) -> tuple[dict, float]:
         ev = warehouse.evaluate(project, con, {"crm": rel}, NOW)
     else:
         ev = Evaluation.build_on(project, con, "duckdb", {"crm": rel}, NOW)
-    diffs = {d.name: warehouse.diff(ev, d, "ledger") for d in project.mapping.destinations}
+    diffs = {d.name: diff(ev, d, "ledger") for d in project.mapping.destinations}
     return diffs, time.perf_counter() - t0
 
 

@@ -16,6 +16,7 @@ psycopg = pytest.importorskip("psycopg")
 
 from crmsync.sync.mapping.loader import load  # noqa: E402
 from crmsync.sync.mapping.model import FieldType  # noqa: E402
+from crmsync.sync.pipeline.warehouse import Diff, diff  # noqa: E402
 from crmsync.sync.segments import warehouse  # noqa: E402
 
 NOW = datetime(2026, 3, 10, 12, 0, 0)
@@ -52,10 +53,10 @@ def _setup(conn, n: int = 400) -> None:
 def _plan(project, conn):
     rel = warehouse.table_relation(warehouse.table_name("contacts"), "id", SCHEMA, [], conn=conn)
     ev = warehouse.evaluate(project, conn, {"crm": rel}, NOW)
-    return ev, warehouse.diff(ev, project.mapping.destinations[0], "ledger")
+    return ev, diff(ev, project.mapping.destinations[0], "ledger")
 
 
-def _sync(conn, d: warehouse.Diff) -> None:
+def _sync(conn, d: Diff) -> None:
     """What a push that succeeded records: adds become members, removes leave."""
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO ledger VALUES ('high-file', %s, '', 'member')",

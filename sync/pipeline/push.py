@@ -20,11 +20,11 @@ from sqlglot import exp
 from ...connectors.base import Change, Destination, Op
 from ..errors import Reject
 from ..mapping.model import DestinationConfig, FieldType
-from ..segments.compiler import typed
 from ..segments.engine import Evaluation
-from ..segments.portable import col as pcol
 from ..sql import lit, q
+from ..sql.portable import col as pcol
 from ..store.figures import DestinationFigures
+from ..store.typed import typed
 
 
 @dataclass

@@ -30,11 +30,12 @@ from ..mapping.model import CLV_FIELDS, ClvScore, FieldCond, FieldType, walk
 from ..mapping.scores import score_fields
 from ..mapping.values import CHECKED
 from ..sql import q
+from ..sql.portable import DateText, Lower, Raw, col, lit, render
 from ..store.database import Store
+from ..store.typed import paren, typed
 from .clv import ClvFit
 from .clv import evaluate as clv_evaluate
-from .compiler import Compiler, holdout, paren, percent_of, threshold_agg, typed
-from .portable import DateText, Lower, Raw, col, lit, render
+from .compiler import Compiler, holdout, percent_of, threshold_agg
 from .scores import rfm_columns, rfm_cutoffs, weighted
 
 
@@ -63,7 +64,7 @@ class Evaluation:
     dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
     id_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> field -> col
     clv_fits: dict[str, ClvFit] = field(default_factory=dict)  # score name -> its fit
-    engine: str = "duckdb"  # the SQL dialect of ``con`` (see segments.portable)
+    engine: str = "duckdb"  # the SQL dialect of ``con`` (see sql.portable)
     connection: Any = None  # with engine postgres: a psycopg connection
 
     @property

@@ -12,9 +12,10 @@ from sqlglot import exp
 
 from ..mapping.model import RfmScore, WeightedScore
 from ..mapping.scores import GRID
-from . import portable as P
-from .compiler import DOUBLE, INT, VARCHAR, _and, _or, case, paren
-from .portable import col, lit
+from ..sql import portable as P
+from ..sql.portable import col, lit
+from ..store.typed import DOUBLE, INT, VARCHAR, and_, case, paren
+from .compiler import _or
 
 DIMS = (("recency", "r"), ("frequency", "f"), ("monetary", "m"))
 
@@ -23,7 +24,7 @@ def _bins(s: RfmScore, dim: str) -> list | None:
 
 
 def _population(s: RfmScore) -> exp.Expression:
-    return _and(*(exp.Not(this=exp.Is(this=col(getattr(s, d)), expression=exp.null()))
+    return and_(*(exp.Not(this=exp.Is(this=col(getattr(s, d)), expression=exp.null()))
                   for d, _ in DIMS))
 
 

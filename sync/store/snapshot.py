@@ -191,8 +191,8 @@ def _typed_rows(src: str, key_field: str, schema: dict[str, FieldType],
                 texts: list[str]) -> str:
     """SQL: the rows of ``src`` (text columns) as the snapshot stores them: ``_key``, each
     field typed, ``u:<field>`` and ``t:<field>`` (see ``Store.write_pull``)."""
-    from ..segments.compiler import typed_rows
-    from ..segments.portable import Raw, render
+    from ..sql.portable import Raw, render
+    from .typed import typed_rows
 
     return render(typed_rows(Raw(this=src), key_field, schema, texts))
 
