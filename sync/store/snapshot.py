@@ -177,7 +177,11 @@ class Snapshots:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         if present is None:
             return 0
-        keys = strip_sql("CAST(k AS VARCHAR)")
+        from sqlglot import exp
+
+        from ..sql.portable import Strip, render
+
+        keys = render(Strip(this=exp.cast(exp.column("k"), exp.DataType.Type.VARCHAR)))
         return con.execute(f"DELETE FROM {table} WHERE _key NOT IN (SELECT {keys} FROM "
                            f"({present}) AS p(k) WHERE k IS NOT NULL)").fetchone()[0]
 
