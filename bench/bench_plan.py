@@ -351,8 +351,8 @@ def diff_bench(n: int, folder: Path) -> dict:
         runner.close()
     t_run, rss_run, _ = run_child_rss([*_crmsync(), "run", "-c", str(path), "--as-of", AS_OF])
     return {"members": n, "first_run_s": t_first, "first_run_rss_mib": rss_first,
-            "diff_s": t_diff, "add": plan.add, "remove": plan.remove,
-            "unchanged": plan.unchanged, "churn_run_s": t_run, "churn_run_rss_mib": rss_run}
+            "diff_s": t_diff, "add": plan.figures.add, "remove": plan.figures.remove,
+            "unchanged": plan.figures.unchanged, "churn_run_s": t_run, "churn_run_rss_mib": rss_run}
 
 
 # ---------------------------------------------------------------- main

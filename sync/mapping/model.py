@@ -366,6 +366,9 @@ class Mapping(Strict):
     #: rows in a store that several mappings share, and of its lock
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     store: str = ".crmsync/state.duckdb"
+    #: where segments are evaluated and diffed: the embedded DuckDB store, or the Postgres
+    #: database of the source (sync/segments/warehouse.py)
+    engine: Literal["duckdb", "postgres"] = "duckdb"
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig]
     scores: dict[str, Score] = Field(default_factory=dict)

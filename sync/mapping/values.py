@@ -1,4 +1,4 @@
-"""SPEC's value parsing, as DuckDB SQL over raw text columns (set-based, one place).
+"""SPEC's value parsing rules (their SQL: ``segments.compiler.typed``).
 
 number: decimal with optional sign, fraction and exponent, no thousands separators.
 bool: true/false, yes/no, 1/0, any case. date/datetime: ISO 8601 (without offset = UTC) or
@@ -19,47 +19,8 @@ ISO_RE = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)
           r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)?)?")
 EPOCH_RE = r"-?[0-9]{1,15}"
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
-
-SQL_TYPES = {FieldType.string: "VARCHAR", FieldType.enumeration: "VARCHAR",
-             FieldType.number: "DOUBLE", FieldType.bool: "BOOLEAN", FieldType.date: "TIMESTAMP",
-             FieldType.datetime: "TIMESTAMP", FieldType.multi: "VARCHAR[]"}
-
-
-#: what Python's str.isspace() calls whitespace, as an RE2 class
-_WS = r"[\t-\r\x1c-\x1f\x85\p{Z}]"
-
-
-def strip_sql(col: str) -> str:
-    """SQL: text ``col`` without leading and trailing whitespace, as Python's ``str.strip()``
-    (DuckDB's ``trim()`` leaves tabs and line breaks; this regular expression, measured,
-    costs about what ``trim()`` does)."""
-    return f"regexp_replace({col}, '^{_WS}+|{_WS}+$', '', 'g')"
-
-
-def typed_sql(col: str, ftype: FieldType, *, stripped: bool = False) -> str:
-    """SQL turning raw text column ``col`` (already quoted; ``stripped``: already through
-    ``strip_sql``) into its typed value or NULL."""
-    t = col if stripped else strip_sql(col)
-    if ftype in (FieldType.string, FieldType.enumeration):
-        return f"NULLIF({t}, '')"
-    if ftype is FieldType.number:
-        return f"CASE WHEN regexp_full_match({t}, '{NUMBER_RE}') THEN CAST({t} AS DOUBLE) END"
-    if ftype is FieldType.bool:
-        return (f"CASE WHEN lower({t}) IN {TRUE} THEN TRUE "
-                f"WHEN lower({t}) IN {FALSE} THEN FALSE END")
-    if ftype in (FieldType.date, FieldType.datetime):
-        ts = (f"CASE WHEN regexp_full_match({t}, '{EPOCH_RE}') "
-              f"THEN make_timestamp(CAST({t} AS BIGINT) * 1000) "
-              f"WHEN regexp_full_match({t}, '{ISO_RE}') "
-              f"THEN CAST(TRY_CAST(replace({t}, 'z', 'Z') AS TIMESTAMPTZ) AS TIMESTAMP) END")
-        return f"date_trunc('day', {ts})" if ftype is FieldType.date else ts
-    if ftype is FieldType.multi:
-        item = f"lower({strip_sql('x')})"
-        items = (f"list_filter(list_transform(string_split({col}, ';'), lambda x: {item}),"
-                 f" lambda x: x <> '')")
-        return f"CASE WHEN len({items}) > 0 THEN {items} END"
-    raise ValueError(ftype)
-
+#: types whose values can fail to parse, flagged ``u:<field>`` (any text is a multi)
+CHECKED = (FieldType.number, FieldType.bool, FieldType.date, FieldType.datetime)
 
 # ---------------------------------------------------------------- Python side (mapping values)
 

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlglot import exp
+
 from ...connectors.base import BatchResult, Change, Destination, Op
 from ..errors import DestinationStopped, Reject
 from ..mapping.model import DestinationConfig, FieldType
-from ..mapping.values import typed_sql
 from ..segments.engine import Evaluation
 from ..sql import lit, q
+from ..sql.portable import col as pcol
 from ..store.figures import DestinationFigures
+from ..store.typed import typed
 
 
 @dataclass
@@ -101,7 +104,7 @@ class Candidates:
             ftype = ev.fields[source].get(cfg.consent, FieldType.string)
             col = q(cfg.consent)
             consent = (f"coalesce({col}, FALSE)" if ftype is FieldType.bool else
-                       f"coalesce({typed_sql(f'CAST({col} AS VARCHAR)', FieldType.bool)}, FALSE)")
+                       f"coalesce({ev.sql(typed(exp.cast(pcol(cfg.consent), 'varchar'), FieldType.bool))}, FALSE)")
         else:
             consent = "TRUE"
         ident = m.sources[source].identity.fields()

@@ -82,6 +82,11 @@ class Runner:
         ``crmsync validate`` reports; then open the store. ``pull=False``: as
         ``checks.known_fields``. ``read_only``: see ``Store.open_for_reading``."""
         self.project = project
+        if project.mapping.engine == "postgres":
+            raise ConfigError([project.problem(
+                "engine", "engine: postgres is not run by the command line yet (the "
+                "evaluation and diff exist as crmsync.sync.segments.warehouse)",
+                "use engine: duckdb (the default) with a postgres source")])
         self.started = utcnow()
         self.now = as_of or self.started
         self.progress: Progress = progress or quiet

@@ -1,7 +1,10 @@
 """Set-based evaluation of one snapshot: typed contacts, scores, segments, groups, holdouts,
-suppressions, consent — all as DuckDB SQL, never a Python loop per contact.
+suppressions, consent — all as SQL (the compiler's trees rendered for the engine: DuckDB over
+the store's snapshot, or Postgres over the source table, see ``warehouse``), never a Python
+loop per contact.
 
-``Evaluation.build`` creates, per source, temp views over one materialised table:
+``Evaluation.build`` (``build_on``) creates, per source, temp views over one materialised
+table:
 
 * ``scored_<source>``: the snapshot (stored typed by SPEC's rules, see ``Store.write_pull``),
   with the scores (computed on read);
@@ -19,36 +22,40 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import duckdb
+from sqlglot import exp
 
 from ..errors import ConfigError
 from ..mapping.loader import Project
 from ..mapping.model import CLV_FIELDS, ClvScore, FieldCond, FieldType, walk
 from ..mapping.scores import score_fields
-from ..mapping.values import typed_sql
-from ..sql import lit, q
+from ..mapping.values import CHECKED
+from ..sql import q
+from ..sql.portable import DateText, Lower, Raw, col, lit, render
 from ..store.database import Store
-from ..store.snapshot import CHECKED, snap
+from ..store.typed import paren, typed
 from .clv import ClvFit
 from .clv import evaluate as clv_evaluate
-from .compiler import (
-    Compiler,
-    percent_of,
-    threshold_agg,
-)
-from .scores import rfm_columns, rfm_cutoffs_sql, weighted_sql
+from .compiler import Compiler, holdout, percent_of, threshold_agg
+from .scores import rfm_columns, rfm_cutoffs, weighted
 
 
-def holdout_sql(segment: str, percent: float) -> str:
-    """Deterministic holdout: held out when the first 32 bits of md5("S:key") fall under P%."""
-    return (f"(CAST('0x' || substr(md5({lit(segment)} || ':' || _key), 1, 8) AS UBIGINT) "
-            f"< {percent / 100 * 2**32!r})")
+@dataclass
+class Relation:
+    """The typed contacts of one source as the evaluation reads them: a table or subquery
+    with ``_key``, each field typed, ``u:<field>`` (a value present but unparseable) for the
+    fields in ``checks`` and ``t:<field>`` for the identifiers in ``texts``."""
+
+    sql: exp.Expression
+    key_field: str
+    schema: dict[str, FieldType]
+    texts: list[str]
+    checks: list[str]
 
 
 @dataclass
 class Evaluation:
     project: Project
-    store: Store
+    store: Store | None
     now: datetime
     fields: dict[str, dict[str, FieldType]] = field(default_factory=dict)  # source -> types
     warnings: list[str] = field(default_factory=list)
@@ -57,10 +64,16 @@ class Evaluation:
     dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
     id_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> field -> col
     clv_fits: dict[str, ClvFit] = field(default_factory=dict)  # score name -> its fit
+    engine: str = "duckdb"  # the SQL dialect of ``con`` (see sql.portable)
+    connection: Any = None  # with engine postgres: a psycopg connection
 
     @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        return self.store.con
+    def con(self) -> Any:
+        return self.connection if self.connection is not None else self.store.con
+
+    def sql(self, tree: exp.Expression) -> str:
+        """``tree`` as this engine's SQL."""
+        return render(tree, self.engine)
 
     def table(self, source: str) -> str:
         """Per contact: ``_key``, the identifier and consent fields, and the flags."""
@@ -96,16 +109,23 @@ class Evaluation:
     # ------------------------------------------------------------ build
     @classmethod
     def build(cls, project: Project, store: Store, now: datetime) -> Evaluation:
+        """Evaluate the store's snapshot (the embedded engine)."""
         ev = cls(project, store, now)
         for source in project.mapping.sources:
-            ev._build_source(source)
+            ev._build_source(source, ev._stored(source))
         return ev
 
-    def _build_source(self, source: str) -> None:
-        """One pass over the typed snapshot: scored and flagged, materialising only the
-        key, the fields destinations read and the flags. The RFM cut-offs and the percent
-        thresholds come first, from narrow queries."""
-        m, con = self.project.mapping, self.con
+    @classmethod
+    def build_on(cls, project: Project, connection: Any, engine: str,
+                 relations: dict[str, Relation], now: datetime) -> Evaluation:
+        """Evaluate ``relations`` (source -> typed contacts) in another database, e.g. a
+        Postgres source table read in place (``engine: postgres``)."""
+        ev = cls(project, None, now, engine=engine, connection=connection)
+        for source in project.mapping.sources:
+            ev._build_source(source, relations[source])
+        return ev
+
+    def _stored(self, source: str) -> Relation:
         found = self.store.schema(source)
         if found is None:
             raise ConfigError([self.project.problem(
@@ -117,61 +137,85 @@ class Evaluation:
             raise ConfigError([self.project.problem(
                 f"sources.{source}", "the stored snapshot of this source was written by an "
                 "older crmsync", "run `crmsync plan` without --offline once (a full pull)")])
-        # the snapshot is stored typed (Store.write_pull): the key is a field like any other
-        # (conditions may name it), identifiers go to destinations as text, not as their
-        # typed value (a zip typed number stays "02134"; see store.snapshot.TEXT_KEPT)
-        extra = [f"{typed_sql('_key', schema.get(key_field, FieldType.string), stripped=True)}"
-                 f" AS {q(key_field)}"]
+        checks = [f for f, t in schema.items() if f != key_field and t in CHECKED]
+        return Relation(exp.Table(this=exp.to_identifier(f"snap_{source}", quoted=True)), key_field, schema,
+                        list(kept["texts"]), checks)
+
+    def _temp(self, kind: str, name: str, select: str) -> None:
+        """CREATE OR REPLACE a temp ``kind`` (TABLE or VIEW) as ``select``."""
+        if self.engine == "duckdb" or kind == "VIEW":
+            self.con.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {select}")
+        else:
+            self.con.execute(f"DROP TABLE IF EXISTS {name} CASCADE")
+            self.con.execute(f"CREATE TEMP TABLE {name} AS {select}")
+
+    def _build_source(self, source: str, rel: Relation) -> None:
+        """One pass over the typed contacts: scored and flagged, materialising only the
+        key, the fields destinations read and the flags. The RFM cut-offs and the percent
+        thresholds come first, from narrow queries."""
+        m, con = self.project.mapping, self.con
+        key_field, schema, checks = rel.key_field, rel.schema, rel.checks
+        # the key is a field like any other (conditions may name it), identifiers go to
+        # destinations as text, not as their typed value (a zip typed number stays "02134";
+        # see store.snapshot.TEXT_KEPT)
+        extra: list[exp.Expression] = [exp.alias_(
+            typed(exp.column("_key"), schema.get(key_field, FieldType.string), stripped=True),
+            key_field, quoted=True)]
         texts: dict[str, str] = {}
         for f in m.sources[source].identity.fields().values():
             if f not in schema or f == key_field:
                 continue
-            if f in kept["texts"]:
+            if f in rel.texts:
                 texts[f] = "t:" + f
             elif schema[f] is FieldType.date:
                 texts[f] = "t:" + f
-                extra.append(f"strftime({q(f)}, '%Y-%m-%d') AS {q(texts[f])}")
+                extra.append(exp.alias_(DateText(this=col(f)), texts[f], quoted=True))
         self.id_columns[source] = texts
-        checks = [f for f, t in schema.items() if f != key_field and t in CHECKED]
-        view = f"(SELECT *, {', '.join(extra)} FROM {snap(source)})"
+        view = exp.select(exp.Star(), *extra).from_(rel.sql).subquery("_v0")
         # scores, as two layers of expressions over the typed fields
         fields = dict(schema)
-        first, second = [], []
+        first: list[exp.Expression] = []
+        second: list[exp.Expression] = []
         for name, score in m.scores.items():
             if self.project.source_of("scores", name) != source:
                 continue
             fields.update(score_fields(name, score))
             if isinstance(score, ClvScore):
-                view = self._clv(source, name, score, view)
+                if self.engine != "duckdb":
+                    raise ConfigError([self.project.problem(
+                        f"scores.{name}", "a clv score is fitted by the embedded engine only",
+                        "use engine: duckdb for this mapping")])
+                view = Raw(this=self._clv(source, name, score, self.sql(view)))
             elif score.type == "rfm":
-                sql = rfm_cutoffs_sql(score, view)
-                row = con.execute(sql).fetchone() if sql else ()
+                cut = rfm_cutoffs(score, view)
+                row = con.execute(self.sql(cut)).fetchone() if cut is not None else ()
                 cutoffs = [c for cuts in row for c in (cuts or [None] * 4)]  # None: nobody
                 a, b = rfm_columns(name, score, cutoffs, self.now)
                 first += a
                 second += b
             else:
-                first.append(f"{weighted_sql(score)} AS {q(name)}")
-        for layer in (first, second):
+                first.append(exp.alias_(weighted(score), name, quoted=True))
+        for i, layer in enumerate((first, second), 1):
             if layer:
-                view = f"(SELECT *, {', '.join(layer)} FROM {view})"
+                view = exp.select(exp.Star(), *layer).from_(view).subquery(f"_v{i}")
         scored = q(f"scored_{source}")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {scored} AS SELECT * FROM {view}")
+        self._temp("VIEW", scored, self.sql(exp.select(exp.Star()).from_(view)))
         self.fields[source] = fields
         # every percent threshold the rules use, in one scan
         wanted = sorted({(c.field, c.op, percent_of(c)) for c in self._conditions(source)
                          if c.op in ("top_percent", "bottom_percent")})
         if wanted:
-            row = con.execute(f"SELECT {', '.join(threshold_agg(*w) for w in wanted)} "
-                              f"FROM {scored}").fetchone()
+            row = con.execute(self.sql(exp.select(*(threshold_agg(*w) for w in wanted)).from_(
+                exp.Table(this=exp.to_identifier(f"scored_{source}", quoted=True))))
+                              ).fetchone()
             self.thresholds.update(((source, *w), v) for w, v in zip(wanted, row, strict=True))
         # segments, groups, holdouts, suppressions
         compiler = self.compiler(source, scored)
         segs = [s for s in m.segments if self.project.source_of("segments", s) == source]
-        exprs = [f"{compiler.segment_sql(s)} AS {q('w:' + s)}" for s in segs]
+        exprs = [f"{self.sql(compiler.segment(s))} AS {q('w:' + s)}" for s in segs]
         sups = [s for s in m.suppressions if self.project.source_of("suppressions", s) == source]
         for s in sups:
-            exprs.append(f"{self.suppression_sql(s, compiler)} AS {q('s:' + s)}")
+            exprs.append(f"{self.sql(self.suppression(s, compiler))} AS {q('s:' + s)}")
         member = {s: q("w:" + s) for s in segs}
         for g in m.groups.values():
             if not g.exclusive:
@@ -197,19 +241,26 @@ class Evaluation:
             else:
                 stored.append(f"({member[s]}) AS {mq}")
             if hold:
-                stored.append(f"{holdout_sql(s, hold)} AS {hq}")
+                stored.append(f"{self.sql(holdout(s, hold))} AS {hq}")
             else:
                 aliases.append(f"FALSE AS {hq}")
         flags = q(f"flags_{source}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {flags} AS SELECT {', '.join(stored)} "
-                    f"FROM (SELECT {''.join(e + ', ' for e in exprs)}* FROM {scored})")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {self.table(source)} AS SELECT *"
-                    f"{''.join(', ' + a for a in aliases)} FROM {flags}")
-        # every typed field beside them: the flags are a pure projection of the snapshot's
-        # scan, so in its row order, and a positional join lines the two up (no copy, no hash)
-        hide = ", ".join(["_key", *carried, *(q("u:" + f) for f in checks)])
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {self.view(source)} AS SELECT * FROM {scored} "
-                    f"POSITIONAL JOIN (SELECT * EXCLUDE ({hide}) FROM {self.table(source)})")
+        self._temp("TABLE", flags, f"SELECT {', '.join(stored)} FROM (SELECT "
+                   f"{''.join(e + ', ' for e in exprs)}* FROM {scored}) AS _s")
+        self._temp("VIEW", self.table(source), f"SELECT *{''.join(', ' + a for a in aliases)} "
+                   f"FROM {flags}")
+        # every typed field beside them
+        hide = ["_key", *carried, *(q("u:" + f) for f in checks)]
+        if self.engine == "duckdb":
+            # the flags are a pure projection of the snapshot's scan, so in its row order,
+            # and a positional join lines the two up (no copy, no hash)
+            self._temp("VIEW", self.view(source), f"SELECT * FROM {scored} POSITIONAL JOIN "
+                       f"(SELECT * EXCLUDE ({', '.join(hide)}) FROM {self.table(source)})")
+        else:
+            shown = [e.rsplit(" AS ", 1)[1] for e in exprs] + [
+                x for s in segs for x in (q("m:" + s), q("h:" + s))]
+            self._temp("VIEW", self.view(source), f"SELECT s.*, {', '.join('e.' + c for c in shown)}"
+                       f" FROM {scored} s JOIN {self.table(source)} e USING (_key)")
         # unparseable values, per field
         if checks:
             sel = ", ".join(f"count(*) FILTER (WHERE {q('u:' + f)})" for f in checks)
@@ -248,35 +299,38 @@ class Evaluation:
 
     def compiler(self, source: str, table: str) -> Compiler:
         m, con = self.project.mapping, self.con
-        cache: dict[str, str] = {}
+        cache: dict[str, exp.Expression] = {}
         stack: list[str] = []
 
         def threshold(fld: str, op: str, percent: float) -> Any:
             key = (source, fld, op, percent)
             if key not in self.thresholds:
                 self.thresholds[key] = con.execute(
-                    f"SELECT {threshold_agg(fld, op, percent)} FROM {table}").fetchone()[0]
+                    f"SELECT {self.sql(threshold_agg(fld, op, percent))} FROM {table}"
+                ).fetchone()[0]
             return self.thresholds[key]
 
-        def segment_sql(name: str) -> str:
+        def segment(name: str) -> exp.Expression:
             if name in cache:
-                return cache[name]
+                return cache[name].copy()
             if name in stack or name not in m.segments:
                 raise ConfigError([self.project.problem(
                     f"segments.{name}", f"segment reference cycle or unknown segment: "
                     f"{' -> '.join([*stack, name])}", "remove the cycle")])
             stack.append(name)
             cond = self.project.where(name)
-            cache[name] = f"({comp.compile(cond)})" if cond is not None else "FALSE"
+            cache[name] = paren(comp.compile(cond)) if cond is not None else exp.false()
             stack.pop()
-            return cache[name]
+            return cache[name].copy()
 
-        comp = Compiler(self.fields[source], self.now, threshold, segment_sql)
+        comp = Compiler(self.fields[source], self.now, threshold, segment)
         return comp
 
-    def suppression_sql(self, name: str, compiler: Compiler) -> str:
+    def suppression(self, name: str, compiler: Compiler) -> exp.Expression:
+        """Suppression ``name`` as a condition; the entries of its file, if any, are loaded
+        into a temp table ``sup_<name>`` (keys and lower-cased emails)."""
         sup = self.project.mapping.suppressions[name]
-        parts = []
+        parts: list[exp.Expression] = []
         cond = self.project.conditions.get(f"suppressions.{name}.where")
         if cond is not None:
             parts.append(compiler.compile(cond))
@@ -290,12 +344,35 @@ class Evaluation:
             keys = sorted({e for e in entries if "@" not in e})
             email_field = self.project.mapping.sources[
                 self.project.source_of("suppressions", name)].identity.email
+            table = f"sup_{name}"
+            self._load_list(table, [("key", k) for k in keys] + [("email", e) for e in emails])
+
+            def listed(kind: str) -> exp.Expression:
+                return exp.select("entry").from_(exp.Table(this=exp.to_identifier(
+                    table, quoted=True))).where(exp.EQ(this=exp.column("kind"),
+                                                       expression=lit(kind))).subquery()
             if keys:
-                parts.append(f"_key IN ({', '.join(lit(k) for k in keys)})")
+                parts.append(exp.In(this=exp.column("_key"), query=listed("key")))
             if emails and email_field:
-                parts.append(f"coalesce(lower({q(email_field)}) IN "
-                             f"({', '.join(lit(e) for e in emails)}), FALSE)")
-        return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+                parts.append(exp.Coalesce(this=exp.In(this=Lower(this=col(email_field)),
+                                                      query=listed("email")),
+                                          expressions=[exp.false()]))
+        return paren(exp.or_(*parts, wrap=False)) if parts else exp.false()
+
+    def _load_list(self, table: str, rows: list[tuple[str, str]]) -> None:
+        """A temp table ``table`` (kind, entry) holding ``rows``."""
+        self._temp("TABLE", q(table), "SELECT CAST(NULL AS VARCHAR) AS kind, "
+                   "CAST(NULL AS VARCHAR) AS entry LIMIT 0")
+        if not rows:
+            return
+        if self.engine == "duckdb":
+            kinds, entries = zip(*rows, strict=True)
+            self.con.execute(f"INSERT INTO {q(table)} SELECT unnest(?), unnest(?)",
+                             [list(kinds), list(entries)])
+        else:
+            with self.con.cursor() as cur, cur.copy(f"COPY {q(table)} FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
 
     # ------------------------------------------------------------ reading results
     def segment_sizes(self) -> dict[str, dict[str, int]]:

@@ -14,7 +14,6 @@ import duckdb
 
 from ...connectors.base import Pull, SourceState
 from ..mapping.model import FieldType
-from ..mapping.values import strip_sql, typed_sql
 from ..sql import lit, q
 
 #: contact keys quoted in a warning about repeated keys (the rest are counted)
@@ -28,8 +27,6 @@ def snap(source: str) -> str:
 #: identifier fields of these types keep their text beside their typed value, as ``t:<field>``
 #: (a zip typed number is sent "02134"); a string is its own text, a date goes as YYYY-MM-DD
 TEXT_KEPT = (FieldType.number, FieldType.bool, FieldType.datetime, FieldType.multi)
-#: fields whose values can fail to parse, flagged ``u:<field>`` (any text is a multi)
-CHECKED = (FieldType.number, FieldType.bool, FieldType.date, FieldType.datetime)
 
 
 def layout(key_field: str, schema: dict[str, FieldType], identity: Iterable[str]) -> dict:
@@ -180,7 +177,11 @@ class Snapshots:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         if present is None:
             return 0
-        keys = strip_sql("CAST(k AS VARCHAR)")
+        from sqlglot import exp
+
+        from ..sql.portable import Strip, render
+
+        keys = render(Strip(this=exp.cast(exp.column("k"), exp.DataType.Type.VARCHAR)))
         return con.execute(f"DELETE FROM {table} WHERE _key NOT IN (SELECT {keys} FROM "
                            f"({present}) AS p(k) WHERE k IS NOT NULL)").fetchone()[0]
 
@@ -193,21 +194,11 @@ class Snapshots:
 def _typed_rows(src: str, key_field: str, schema: dict[str, FieldType],
                 texts: list[str]) -> str:
     """SQL: the rows of ``src`` (text columns) as the snapshot stores them: ``_key``, each
-    field typed, ``u:<field>`` and ``t:<field>`` (see ``Store.write_pull``). In layers:
-    each value is stripped once (``x:<field>``), then typed once."""
-    fields = [f for f in schema if f != key_field]
-    x = {f: q("x:" + f) for f in fields}
-    stripped = ", ".join([f"{strip_sql(f'CAST({q(key_field)} AS VARCHAR)')} AS _key",
-                          *(f"{strip_sql(f'CAST({q(f)} AS VARCHAR)')} AS {x[f]}"
-                            for f in fields)])
-    typed = ", ".join(["_key", *x.values(), *(f"{typed_sql(x[f], schema[f], stripped=True)} "
-                                              f"AS {q(f)}" for f in fields)])
-    out = ["_key", *(q(f) for f in fields)]
-    out += [f"({x[f]} <> '' AND {q(f)} IS NULL) AS {q('u:' + f)}"
-            for f in fields if schema[f] in CHECKED]
-    out += [f"NULLIF({x[f]}, '') AS {q('t:' + f)}" for f in texts]
-    return (f"SELECT {', '.join(out)} FROM (SELECT {typed} FROM "
-            f"(SELECT {stripped} FROM {src}))")
+    field typed, ``u:<field>`` and ``t:<field>`` (see ``Store.write_pull``)."""
+    from ..sql.portable import Raw, render
+    from .typed import typed_rows
+
+    return render(typed_rows(Raw(this=src), key_field, schema, texts))
 
 
 def _write_jsonl(path: Path, rows: Iterable[Any], columns: list[str]) -> None:
