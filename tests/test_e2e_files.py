@@ -500,3 +500,26 @@ def test_a_snapshot_from_an_older_version_is_pulled_again(cli, tmp_path):
     plan = cli.json("plan", "-c", m)
     assert plan["destinations"]["cust"]["desired"] == len(expected(40))
     assert (plan["destinations"]["cust"]["add"], plan["destinations"]["cust"]["remove"]) == (0, 0)
+
+
+def test_apply_diffs_each_destination_once(cli, tmp_path, monkeypatch):
+    """apply checks the plan file against the diff and pushes that same diff: one
+    ``Ledger.diff`` per destination, not one for the check and one for the push."""
+    from crmsync.sync.store.ledger import Ledger
+
+    m = setup(tmp_path)
+    assert cli("run", "-c", m).exit_code == 0
+    write_csv(tmp_path / "contacts.csv", HEADER, rows(50))  # 5 more customers
+    assert cli("plan", "-c", m, "-o", tmp_path / "plan.json").exit_code == 0
+    calls = []
+    real = Ledger.diff
+
+    def counted(self, *args, **kw):
+        calls.append(self.dest)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Ledger, "diff", counted)
+    res = cli("apply", tmp_path / "plan.json", "-c", m)
+    assert res.exit_code == 0, res.stderr
+    assert calls == ["cust"]
+    assert read_csv_keys(tmp_path / "out/cust.csv") == expected(50)

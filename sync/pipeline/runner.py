@@ -216,7 +216,8 @@ class Runner:
             plan_file: dict[str, Any] | None = None) -> Result:
         self.selected(only)  # an unknown --only name: exit 2 before pulling
         with self.store.lock():
-            checked = self._check_plan(plan_file) if plan_file is not None else None
+            checked, planned = (self._check_plan(plan_file) if plan_file is not None
+                                else (None, {}))
             run_id = self.store.begin_run(f"{command} --dry-run" if dry_run else command,
                                           self.started, self.now)
             res = Result(self.now, run_id=run_id)
@@ -229,8 +230,9 @@ class Runner:
                 chosen = self.selected(only)
                 count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
                 for i in chosen:
-                    res.destinations.append(
-                        self._destination(ev, run_id, i, dry_run, force, plan_file))
+                    res.destinations.append(self._destination(
+                        ev, run_id, i, dry_run, force, plan_file,
+                        planned.get(self.project.mapping.destinations[i].name)))
                 if not dry_run:
                     self._record_lift_groups(run_id, ev, res.destinations)
             except ConfigError:  # e.g. a file changed since the mapping was checked
@@ -302,9 +304,14 @@ class Runner:
             self.store.record_lift_groups(run_id, s, sent, held)
 
     def _destination(self, ev: Evaluation, run_id: int, i: int, dry_run: bool, force: bool,
-                     plan_file: dict[str, Any] | None) -> DestinationFigures:
+                     plan_file: dict[str, Any] | None, planned: DestPlan | None = None
+                     ) -> DestinationFigures:
+        """Plan (unless ``planned``: the plan ``apply`` checked, not diffed again), open,
+        push and record one destination."""
         cfg = self.project.mapping.destinations[i]
-        out = DestinationFigures(cfg.name, cfg.segment, cfg.group, status="ok")
+        out = planned.figures if planned else DestinationFigures(cfg.name, cfg.segment,
+                                                                 cfg.group)
+        out.status = "ok"
         if not dry_run and plan_file is None and (why := self.not_due(cfg)):
             out.status, out.message = "skipped", why
             log.info("%s", out.summary(), extra={"summary": True})
@@ -317,11 +324,11 @@ class Runner:
             sync = DestinationSync(ev, cfg, dest, i)
             ledger = self.store.ledger(cfg.name)
             saved = ledger.saved()
-            state, opened = RemoteState(saved.state, resync=saved.resync), False
+            state, opened, resynced = RemoteState(saved.state, resync=saved.resync), False, False
             if not dry_run and (state.resync or dest.needs_open(state)):
-                state, _ = self._open(dest, sync, ledger, state)
+                state, resynced = self._open(dest, sync, ledger, state)
                 opened = True
-            plan = sync.plan(out)
+            plan = planned if planned and not resynced else sync.plan(out)
             if not dry_run and not opened and (out.add or out.remove or out.update):
                 state, resynced = self._open(dest, sync, ledger, state)
                 opened = True
@@ -386,12 +393,13 @@ class Runner:
         ledger.save(dict(opened))
         return RemoteState(opened), resync
 
-    def _check_plan(self, plan: dict[str, Any]) -> Evaluation:
+    def _check_plan(self, plan: dict[str, Any]) -> tuple[Evaluation, dict[str, DestPlan]]:
         """``apply``, under the lock: refuse (exit 2) a plan made with another mapping, over
         a snapshot that has moved since (the sources are pulled to know), or whose changes
         are not what the mapping, snapshot and ledgers give now (edited, made with another
         store, or destinations synced since). What is then pushed is that diff, which is
-        the plan file's exactly. Returns the evaluation the run goes on with."""
+        the plan file's exactly. Returns the evaluation the run goes on with and the
+        checked plans (by destination), which the push then sends without diffing again."""
         fix = "make a new plan with crmsync plan -o"
         if plan.get("mapping_sha256") != self.mapping_digest():
             raise ConfigError([self.project.problem(
@@ -408,19 +416,19 @@ class Runner:
                 "", f"the plan names destinations the mapping does not have: {unknown}", fix)])
         chosen = [names.index(n) for n in plan["changes"]]
         count_all(ev, [self.project.mapping.destinations[i] for i in chosen])
-        differ = []
+        differ, plans = [], {}
         for i in chosen:
             cfg = self.project.mapping.destinations[i]
             with make_destination(self.project, i, self.now) as dest:
-                if self._changes(DestinationSync(ev, cfg, dest, i).plan()) != \
-                        plan["changes"][cfg.name]:
-                    differ.append(cfg.name)
+                plans[cfg.name] = DestinationSync(ev, cfg, dest, i).plan()
+            if self._changes(plans[cfg.name]) != plan["changes"][cfg.name]:
+                differ.append(cfg.name)
         if differ:
             raise ConfigError([self.project.problem(
                 "", f"stale plan: the changes for {', '.join(differ)} are not what the "
                 "mapping, snapshot and ledger give now (synced since, edited, or made with "
                 "another store)", fix)])
-        return ev
+        return ev, plans
 
     def apply(self, plan: dict[str, Any], force: bool = False) -> Result:
         """Push exactly a plan file's changes (see ``_check_plan``)."""
