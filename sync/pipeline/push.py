@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ...connectors.base import BatchResult, Change, Destination, Op
+from ...connectors.base import BatchResult, Change, Destination, Membership, Op
 from ..errors import DestinationStopped, Reject
 from ..mapping.model import DestinationConfig, FieldType
 from ..segments.engine import Evaluation
@@ -254,6 +254,10 @@ class DestinationSync:
         store, name = self.ev.store, self.cfg.name
         if run_id is not None:
             store.begin_destination(run_id, name, self.cfg.segment or self.cfg.group)
+        if self.dest.whole:
+            self._push_whole(plan, now, run_id, progress)
+            self.ledger.drop_gone(plan.desired_sql)
+            return out
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
@@ -298,6 +302,54 @@ class DestinationSync:
                 out.rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
         self.ledger.drop_gone(plan.desired_sql)
         return out
+
+    def _batches(self, diff: str, op: Op) -> Iterator[tuple[str, int]]:
+        """The diff's ``op`` rows in batches of at most ``batch_size``, by key range: each as
+        ``FROM ... WHERE`` (literals inline) and its number of rows; only the ranges'
+        bounds leave the store."""
+        where = f"FROM {diff} WHERE op = {lit(op.value)}"
+        (n,) = self.con.execute(f"SELECT count(*) {where}").fetchone()
+        size = self.dest.batch_size
+        if n <= size:
+            if n:
+                yield where, int(n)
+            return
+        for lo, hi, k in self.con.execute(
+                f"SELECT min(key), max(key), count(*) FROM (SELECT key, (row_number() OVER "
+                f"(ORDER BY key) - 1) // ? AS b {where}) GROUP BY b ORDER BY b",
+                [size]).fetchall():
+            yield f"{where} AND key BETWEEN {lit(lo)} AND {lit(hi)}", int(k)
+
+    def _push_whole(self, plan: DestPlan, now: datetime, run_id: int | None,
+                    progress: Callable[[int, int], None] | None) -> None:
+        """A ``whole`` destination (a file replaced atomically): per batch, the membership it
+        leads to (``Ledger.after``) is staged and written whole, then the ledger is made
+        that membership set-based, with the destination's state (the file's checksum) in
+        the same transaction. No write-ahead marks: a run killed before the checkpoint left
+        either the old file, whose checksum the store still has (the batch is sent again),
+        or the new one, which the next run's ``open`` sees changed and reconciles from."""
+        out, store, name = plan.figures, self.ev.store, self.cfg.name
+        total, sent = out.add + out.update + out.remove, 0
+        done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
+        diff = plan.diff(self.con)
+        for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
+            for rows, n in self._batches(diff, op):
+                self.dest.stage(Membership(self.con, self.ledger.after(op, rows)))
+                try:
+                    self.dest.write(op, [])
+                finally:
+                    self.dest.stage(None)
+
+                def recorded(op: Op = op, n: int = n) -> None:
+                    store.progress(run_id, name, op.value, n, 0, 0)
+
+                self.ledger.checkpoint(op, rows, [], None, BatchResult(), now,
+                                       recorded if run_id is not None else None,
+                                       self.dest.remember())
+                sent += n
+                if progress is not None:
+                    progress(sent, max(total, sent))
+                setattr(out, done[op], getattr(out, done[op]) + n)
 
     def without_identifier(self) -> list[tuple[str, str]]:
         """(key, reason) of the contacts to send that have no value for any identifier
