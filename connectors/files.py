@@ -611,8 +611,13 @@ class CsvDestination(Destination):
         """Write the staged membership with DuckDB's COPY, byte for byte what ``_write``
         writes for the same members."""
         tmp = self._temp()
-        members.con.execute(f"COPY ({self.copy_sql(members.sql)}) TO {_sql_path(tmp)} "
-                            f"({_COPY_CSV})")
+        umask = os.umask(0o077)  # DuckDB makes the file anew, with the process's umask
+        try:
+            members.con.execute(f"COPY ({self.copy_sql(members.sql)}) TO {_sql_path(tmp)} "
+                                f"({_COPY_CSV})")
+        finally:
+            os.umask(umask)
+        os.chmod(tmp, 0o600)
         self._replace(tmp)
 
     def write(self, op: Op, changes: list[Change]) -> BatchResult:
