@@ -199,6 +199,9 @@ class Op(StrEnum):
     ADD = "add"
     REMOVE = "remove"
     UPDATE = "update"  # the member stays but its value changed (new label or identifiers)
+    #: a ``whole`` destination's write: the staged membership replaces what it holds (the
+    #: batch may hold adds, updates and removes)
+    REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -260,10 +263,10 @@ class Destination(ABC):
     target_option: ClassVar[str | None] = None
 
     #: True for a destination rewritten whole at each write and replaced atomically (a
-    #: file): the core ``stage``s the whole membership the batch leads to before each
-    #: ``write`` (whose ``changes`` are then empty: they stay in the store), keeps no
-    #: per-member write-ahead marks (either the new membership landed or none of it did),
-    #: and saves ``remember()`` with the batch's checkpoint
+    #: file): the core ``stage``s the whole membership a batch (of any ops, by key range)
+    #: leads to before each ``write(Op.REPLACE, [])`` (the changes stay in the store),
+    #: keeps no per-member write-ahead marks (either the new membership landed or none of
+    #: it did), and saves ``remember()`` with the batch's checkpoint
     whole: ClassVar[bool] = False
 
     def __init__(self, config: DestinationConfig, options: BaseModel,

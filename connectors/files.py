@@ -625,7 +625,7 @@ class CsvDestination(Destination):
             self._copy(self._staged)
             self.ctx.meter.calls += 1
             return BatchResult.all_done(changes)
-        rows = self._read()
+        rows = {} if op is Op.REPLACE else self._read()  # REPLACE: the changes are all
         for c in changes:
             if op is Op.REMOVE:
                 rows.pop(c.key, None)

@@ -90,6 +90,8 @@ def test_staged_write_then_python_write_agree(tmp_path):
     dest.write(Op.ADD, [Change("c", value=json.dumps(["c@x"]))])
     dest.write(Op.REMOVE, [Change("b")])
     assert dest.path.read_bytes() == b"key,email\r\na,\r\nc,c@x\r\n"
+    dest.write(Op.REPLACE, [Change("d", value=json.dumps(["d@x"]))])  # the whole membership
+    assert dest.path.read_bytes() == b"key,email\r\nd,d@x\r\n"
 
 
 def _project(tmp: Path, members: range, batch: int | None = None) -> Path:
@@ -133,12 +135,16 @@ def test_batches_write_the_whole_file_each_and_leave_no_marks(cli, tmp_path, mon
 
     monkeypatch.setattr(Ledger, "checkpoint", spy)
     assert cli("run", "-c", m).exit_code == 0
-    assert seen == [("add", 5), ("add", 10), ("add", 15), ("add", 20), ("add", 23)]
+    assert seen == [("replace", n) for n in (5, 10, 15, 20, 23)]
     m = _project(tmp_path, range(10, 35), batch=5)  # 10 leave, 12 join
     seen.clear()
     run = cli.json("run", "-c", m)["destinations"]["d"]
     assert (run["adds"], run["removes"]) == (12, 10)
-    assert seen == [("add", 28), ("add", 33), ("add", 35), ("remove", 30), ("remove", 25)]
+    # batches by key range, whatever their ops: k000-k009 leave, then k023-k034 join
+    assert seen == [("replace", n) for n in (18, 13, 18, 23, 25)]
+    runs = json.loads(cli("history", "-c", m, "--json").stdout)
+    assert (runs[0]["destinations"][0]["adds"], runs[0]["destinations"][0]["removes"]) == \
+        (12, 10)
     assert read_csv_keys(tmp_path / "out.csv") == {f"k{i:03d}" for i in range(10, 35)}
     assert set(_ledger(tmp_path).values()) == {"member"}
 
@@ -146,7 +152,7 @@ def test_batches_write_the_whole_file_each_and_leave_no_marks(cli, tmp_path, mon
 def test_stopped_after_the_file_was_replaced_converges(cli, tmp_path, monkeypatch):
     """The new file landed but the checkpoint did not (the run died there): the next run
     sees a file that is not the one its store remembers, takes the ledger from it, and
-    sends only what the file does not hold yet."""
+    has nothing left to send."""
     m = _project(tmp_path, range(0, 20))
     assert cli("run", "-c", m).exit_code == 0
     m = _project(tmp_path, range(5, 30))
@@ -158,11 +164,10 @@ def test_stopped_after_the_file_was_replaced_converges(cli, tmp_path, monkeypatc
         mp.setattr(Ledger, "checkpoint", dies)
         assert cli("run", "-c", m).exit_code == 1
     want = {f"k{i:03d}" for i in range(5, 30)}
-    # the adds' file landed (removes come after them), the ledger is the first run's
-    assert read_csv_keys(tmp_path / "out.csv") == {f"k{i:03d}" for i in range(30)}
-    assert len(_ledger(tmp_path)) == 20
+    assert read_csv_keys(tmp_path / "out.csv") == want  # the file landed...
+    assert len(_ledger(tmp_path)) == 20  # ...the ledger is the first run's
     run = cli.json("run", "-c", m)["destinations"]["d"]
-    assert (run["adds"], run["removes"], run["updates"]) == (0, 5, 0)  # no add sent twice
+    assert (run["adds"], run["removes"], run["updates"]) == (0, 0, 0)  # nothing sent twice
     assert set(_ledger(tmp_path)) == want
     assert read_csv_keys(tmp_path / "out.csv") == want
 

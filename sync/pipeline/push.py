@@ -59,6 +59,9 @@ class Batch:
         return {r[0] for r in self.batch}
 
 
+_OPS = (Op.ADD, Op.UPDATE, Op.REMOVE)
+
+
 def _chunks(rows: list, size: int) -> Iterator[list]:
     for i in range(0, len(rows), size):
         yield rows[i:i + size]
@@ -212,7 +215,10 @@ class DestinationSync:
         diff = self.ledger.diff(base, value, fp, cfg.mode == "mirror")
         row = con.execute(diff.counts).fetchone()
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
-        return DestPlan(p, base, f"{t}_diff", diff.rows)
+        # the diff rows of the ops counted (the store does not change before they are made)
+        ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
+               if n}
+        return DestPlan(p, base, f"{t}_diff", diff.only(ops))
 
     def encoder_id(self) -> str:
         return f"{self.cfg.type}:{','.join(self.cfg.identifiers)}"
@@ -303,22 +309,24 @@ class DestinationSync:
         self.ledger.drop_gone(plan.desired_sql)
         return out
 
-    def _batches(self, diff: str, op: Op) -> Iterator[tuple[str, int]]:
-        """The diff's ``op`` rows in batches of at most ``batch_size``, by key range: each as
-        ``FROM ... WHERE`` (literals inline) and its number of rows; only the ranges'
-        bounds leave the store."""
-        where = f"FROM {diff} WHERE op = {lit(op.value)}"
-        (n,) = self.con.execute(f"SELECT count(*) {where}").fetchone()
-        size = self.dest.batch_size
-        if n <= size:
-            if n:
-                yield where, int(n)
+    def _batches(self, diff: str) -> Iterator[tuple[str, dict[Op, int]]]:
+        """The diff in batches of at most ``batch_size`` rows of any op, by key range: each
+        as ``FROM ... WHERE`` (literals inline) and its rows per op; only the ranges' bounds
+        and counts leave the store."""
+        counts = ", ".join(f"count(*) FILTER (WHERE op = {lit(op.value)})" for op in _OPS)
+        (n,) = self.con.execute(f"SELECT count(*) FROM {diff}").fetchone()
+        if not n:
             return
-        for lo, hi, k in self.con.execute(
-                f"SELECT min(key), max(key), count(*) FROM (SELECT key, (row_number() OVER "
-                f"(ORDER BY key) - 1) // ? AS b {where}) GROUP BY b ORDER BY b",
-                [size]).fetchall():
-            yield f"{where} AND key BETWEEN {lit(lo)} AND {lit(hi)}", int(k)
+        if n <= self.dest.batch_size:
+            row = self.con.execute(f"SELECT {counts} FROM {diff}").fetchone()
+            yield f"FROM {diff} WHERE TRUE", dict(zip(_OPS, map(int, row), strict=True))
+            return
+        for lo, hi, *row in self.con.execute(
+                f"SELECT min(key), max(key), {counts} FROM (SELECT key, op, (row_number() "
+                f"OVER (ORDER BY key) - 1) // ? AS b FROM {diff}) GROUP BY b ORDER BY b",
+                [self.dest.batch_size]).fetchall():
+            yield (f"FROM {diff} WHERE key BETWEEN {lit(lo)} AND {lit(hi)}",
+                   dict(zip(_OPS, map(int, row), strict=True)))
 
     def _push_whole(self, plan: DestPlan, now: datetime, run_id: int | None,
                     progress: Callable[[int, int], None] | None) -> None:
@@ -331,25 +339,26 @@ class DestinationSync:
         out, store, name = plan.figures, self.ev.store, self.cfg.name
         total, sent = out.add + out.update + out.remove, 0
         done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
-        diff = plan.diff(self.con)
-        for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
-            for rows, n in self._batches(diff, op):
-                self.dest.stage(Membership(self.con, self.ledger.after(op, rows)))
-                try:
-                    self.dest.write(op, [])
-                finally:
-                    self.dest.stage(None)
+        for rows, n in self._batches(plan.diff(self.con)):
+            self.dest.stage(Membership(self.con, self.ledger.after(rows)))
+            try:
+                self.dest.write(Op.REPLACE, [])
+            finally:
+                self.dest.stage(None)
 
-                def recorded(op: Op = op, n: int = n) -> None:
-                    store.progress(run_id, name, op.value, n, 0, 0)
+            def recorded(n: dict[Op, int] = n) -> None:
+                for op, k in n.items():
+                    if k:
+                        store.progress(run_id, name, op.value, k, 0, 0)
 
-                self.ledger.checkpoint(op, rows, [], None, BatchResult(), now,
-                                       recorded if run_id is not None else None,
-                                       self.dest.remember())
-                sent += n
-                if progress is not None:
-                    progress(sent, max(total, sent))
-                setattr(out, done[op], getattr(out, done[op]) + n)
+            self.ledger.checkpoint(Op.REPLACE, rows, [], None, BatchResult(), now,
+                                   recorded if run_id is not None else None,
+                                   self.dest.remember())
+            sent += sum(n.values())
+            if progress is not None:
+                progress(sent, max(total, sent))
+            for op, k in n.items():
+                setattr(out, done[op], getattr(out, done[op]) + k)
 
     def without_identifier(self) -> list[tuple[str, str]]:
         """(key, reason) of the contacts to send that have no value for any identifier

@@ -65,11 +65,23 @@ class SavedState:
 
 @dataclass(frozen=True)
 class Diff:
-    """A destination's diff against its ledger: the rows (op, key, label, value, previous,
-    fp) as SQL, and the query counting desired, add, update, unchanged, remove, ledger."""
+    """A destination's diff against its ledger: per op the SELECT of its rows (op, key,
+    label, value, previous, fp), and the query counting desired, add, update, unchanged,
+    remove, ledger."""
 
-    rows: str
+    parts: dict[str, str]
     counts: str
+
+    @property
+    def rows(self) -> str:
+        """Every row of the diff."""
+        return self.only(set(self.parts))
+
+    def only(self, ops: set[str]) -> str:
+        """The rows of ``ops`` alone: the others need not be computed when ``counts`` found
+        none of them (the update rows compare every member's fingerprint)."""
+        parts = [sql for op, sql in self.parts.items() if op in ops]
+        return " UNION ALL ".join(parts) if parts else f"{self.parts['add']} LIMIT 0"
 
 
 class Ledger:
@@ -93,13 +105,16 @@ class Ledger:
 
         kept = f"l.state IN {KEPT}"
         gone = f"FROM {led} l ANTI JOIN {d} USING (key) WHERE l.state IN {HELD}"
-        rows = f"""
-            SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, {fp} AS fp
-              FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}
-            UNION ALL SELECT 'update', d.key, d.label, {value}, l.value, {fp}
-              FROM {d} JOIN {led} l USING (key) WHERE {kept} AND l.fp IS DISTINCT FROM {fp}
-            {f"UNION ALL SELECT 'remove', l.key, NULL, NULL, l.value, l.fp {gone}" if mirror
-             else ""}"""
+        parts = {
+            "add": f"SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, "
+                   f"{fp} AS fp FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}",
+            "update": f"SELECT 'update' AS op, d.key, d.label, {value} AS value, l.value AS "
+                      f"previous, {fp} AS fp FROM {d} JOIN {led} l USING (key) "
+                      f"WHERE {kept} AND l.fp IS DISTINCT FROM {fp}"}
+        if mirror:
+            parts["remove"] = (f"SELECT 'remove' AS op, l.key, NULL::VARCHAR AS label, NULL::VARCHAR AS "
+                               f"value, "
+                               f"l.value AS previous, l.fp {gone}")
         # the fingerprint only where the ledger has the contact (CASE evaluates lazily)
         matched = (f"SELECT l.key, l.state, l.fp, CASE WHEN l.key IS NOT NULL THEN {fp} END "
                    f"AS dfp FROM {d} LEFT JOIN {led} l USING (key)")
@@ -109,7 +124,7 @@ class Ledger:
               (SELECT count(*) {gone}) * {int(mirror)},
               (SELECT count(*) FROM {led} WHERE state = {lit(S.member.value)})
             FROM ({matched}) l"""
-        return Diff(rows, counts)
+        return Diff(parts, counts)
 
     def state_of(self, key: str) -> LedgerState | None:
         row = self.con.execute("SELECT state FROM ledger WHERE dest = ? AND key = ?",
@@ -139,24 +154,28 @@ class Ledger:
                 con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
                             f"(SELECT key {rows})", [self.dest, *params])
 
-    def _put(self, rows: str, params: list[Any], state: LedgerState, now: datetime) -> None:
-        """The batch's rows (``rows``: ``FROM ... WHERE`` of the diff) into the ledger as
-        ``state``, set-based: a DELETE and an INSERT (DuckDB's INSERT OR REPLACE checks and
-        rewrites row by row, several times slower on a large batch)."""
-        self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN (SELECT key {rows})",
-                         [self.dest, *params])
-        self.con.execute(f"INSERT INTO ledger SELECT ?, key, fp, value, ?, ? {rows}",
-                         [self.dest, state.value, now, *params])
+    def _put(self, rows: str, params: list[Any], state: LedgerState, now: datetime,
+             kept: str = "TRUE") -> None:
+        """The batch's rows (``rows``: ``FROM ... WHERE`` of the diff; those ``kept`` selects)
+        into the ledger as ``state``, set-based: a DELETE of the batch's keys (none when the
+        destination has no ledger yet: its first fill) and an INSERT. DuckDB's INSERT OR
+        REPLACE checks and rewrites row by row, several times slower on a large batch."""
+        if self.con.execute("SELECT count(*) FROM (SELECT 1 FROM ledger WHERE dest = ? "
+                            "LIMIT 1)", [self.dest]).fetchone()[0]:
+            self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
+                             f"(SELECT key {rows})", [self.dest, *params])
+        self.con.execute(f"INSERT INTO ledger SELECT ?, key, fp, value, ?, ? {rows} "
+                         f"AND {kept}", [self.dest, state.value, now, *params])
 
-    def after(self, op: Op, rows: str) -> str:
+    def after(self, rows: str) -> str:
         """A SELECT of (key, value) of every member a ``whole`` destination holds once the
-        batch ``rows`` (``FROM ... WHERE`` of the diff, literals inline) is applied: the
-        ledger's rows but its rejects, the batch's keys replaced by its adds or updates (or
-        left out: removes). ``checkpoint`` then makes the ledger exactly that."""
-        kept = (f"SELECT l.key, l.value FROM (SELECT key, value FROM ledger WHERE dest = "
+        batch ``rows`` (``FROM ... WHERE`` of the diff, literals inline, any ops) is applied:
+        the ledger's rows but its rejects, the batch's keys replaced by its adds and updates
+        (removes left out). ``checkpoint`` then makes the ledger exactly that."""
+        return (f"SELECT l.key, l.value FROM (SELECT key, value FROM ledger WHERE dest = "
                 f"{lit(self.dest)} AND state <> {lit(S.rejected.value)}) l ANTI JOIN "
-                f"(SELECT key {rows}) b USING (key)")
-        return kept if op is Op.REMOVE else f"{kept} UNION ALL SELECT key, value {rows}"
+                f"(SELECT key {rows}) b USING (key) "
+                f"UNION ALL SELECT key, value {rows} AND op <> 'remove'")
 
     def _touched(self, rows: str, params: list[Any]) -> tuple[str, str, list[Any]]:
         """The ledger rows a batch's writes can change (see ``Store.transaction``)."""
@@ -180,9 +199,10 @@ class Ledger:
                    also: Callable[[], None] | None = None,
                    state: Mapping[str, Any] | None = None) -> None:
         """Record a batch's acknowledged outcome (``batch``: its rows as fetched, key, label,
-        value, previous, fp; None: every row applied as sent, a ``whole`` destination's
-        write); ``also`` runs in the same transaction (the run's history figures), and
-        ``state`` (what the destination remembers, e.g. its file's checksum) is saved in it.
+        value, previous, fp; None: every row applied as sent; ``Op.REPLACE``: a ``whole``
+        destination's batch of any ops, the ledger made what ``after`` gave); ``also`` runs
+        in the same transaction (the run's history figures), and ``state`` (what the
+        destination remembers, e.g. its file's checksum) is saved in it.
         Rows of an add that failed transiently (deferred, or in none of the maps) were not
         applied: they go back as ``intend`` found them, to be sent next run."""
         con, name = self.con, self.dest
@@ -195,6 +215,9 @@ class Ledger:
                 also()
             if state is not None:
                 self._save(state, None)
+            if op is Op.REPLACE:
+                self._put(rows, params, S.member, now, "op <> 'remove'")
+                return
             if whole and op is Op.REMOVE:
                 con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
                             f"(SELECT key {rows})", [name, *params])
