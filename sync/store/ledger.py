@@ -106,15 +106,15 @@ class Ledger:
         kept = f"l.state IN {KEPT}"
         gone = f"FROM {led} l ANTI JOIN {d} USING (key) WHERE l.state IN {HELD}"
         parts = {
-            "add": f"SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, "
-                   f"{fp} AS fp FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}",
+            "add": f"SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL::VARCHAR AS "
+                   f"previous, {fp} AS fp FROM {d} LEFT JOIN {led} l USING (key) "
+                   f"WHERE {add(fp)}",
             "update": f"SELECT 'update' AS op, d.key, d.label, {value} AS value, l.value AS "
                       f"previous, {fp} AS fp FROM {d} JOIN {led} l USING (key) "
                       f"WHERE {kept} AND l.fp IS DISTINCT FROM {fp}"}
         if mirror:
-            parts["remove"] = (f"SELECT 'remove' AS op, l.key, NULL::VARCHAR AS label, NULL::VARCHAR AS "
-                               f"value, "
-                               f"l.value AS previous, l.fp {gone}")
+            parts["remove"] = (f"SELECT 'remove' AS op, l.key, NULL::VARCHAR AS label, "
+                               f"NULL::VARCHAR AS value, l.value AS previous, l.fp {gone}")
         # the fingerprint only where the ledger has the contact (CASE evaluates lazily)
         matched = (f"SELECT l.key, l.state, l.fp, CASE WHEN l.key IS NOT NULL THEN {fp} END "
                    f"AS dfp FROM {d} LEFT JOIN {led} l USING (key)")
