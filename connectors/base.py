@@ -33,8 +33,8 @@ from ..sync.errors import Problem, Reject
 from ..sync.mapping.model import ConnectionConfig, DestinationConfig, FieldType, SourceConfig
 
 __all__ = [
-    "BatchResult", "Change", "Context", "Destination", "Meter", "NoOptions", "Op", "Pull",
-    "Reject", "Source", "SourceState",
+    "BatchResult", "Change", "Context", "Destination", "Membership", "Meter", "NoOptions",
+    "Op", "Pull", "Reject", "Source", "SourceState",
 ]
 
 
@@ -199,6 +199,9 @@ class Op(StrEnum):
     ADD = "add"
     REMOVE = "remove"
     UPDATE = "update"  # the member stays but its value changed (new label or identifiers)
+    #: a ``whole`` destination's write: the staged membership replaces what it holds (the
+    #: batch may hold adds, updates and removes)
+    REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,16 @@ class BatchResult:
         return cls(done={c.key: None for c in changes})
 
 
+@dataclass(frozen=True)
+class Membership:
+    """What a ``whole`` destination holds once a batch is applied, left in the store: ``sql``
+    is a DuckDB SELECT of ``key`` and ``value`` (as ``encode_sql`` makes it), one row per
+    member, to run on ``con`` (literals inline, no parameters)."""
+
+    con: Any
+    sql: str
+
+
 class Destination(ABC):
     """Writes memberships. The core computes the diff and calls ``write`` once per batch of at
     most ``max_batch`` changes of one op, checkpointing the ledger after each ack."""
@@ -248,6 +261,13 @@ class Destination(ABC):
     #: destinations of one type and connection naming the same one would undo each other
     #: (None: the destination's whole options name it)
     target_option: ClassVar[str | None] = None
+
+    #: True for a destination rewritten whole at each write and replaced atomically (a
+    #: file): the core ``stage``s the whole membership a batch (of any ops, by key range)
+    #: leads to before each ``write(Op.REPLACE, [])`` (the changes stay in the store),
+    #: keeps no per-member write-ahead marks (either the new membership landed or none of
+    #: it did), and saves ``remember()`` with the batch's checkpoint
+    whole: ClassVar[bool] = False
 
     def __init__(self, config: DestinationConfig, options: BaseModel,
                  connection: ConnectionConfig | None, ctx: Context):
@@ -304,6 +324,10 @@ class Destination(ABC):
     def write(self, op: Op, changes: list[Change]) -> BatchResult:
         """Apply one batch (all of one op). Return per-key outcomes; raise
         ``DestinationStopped`` to stop this destination for the run."""
+
+    def stage(self, members: Membership | None) -> None:
+        """``whole`` destinations: what the next ``write`` puts in place (None: nothing)."""
+        raise NotImplementedError
 
     def readback(self) -> dict[str, Any] | None:
         """The platform's own view after the push (size, match rate), or None."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ...connectors.base import BatchResult, Change, Destination, Op
+from ...connectors.base import BatchResult, Change, Destination, Membership, Op
 from ..errors import DestinationStopped, Reject
 from ..mapping.model import DestinationConfig, FieldType
 from ..segments.engine import Evaluation
@@ -57,6 +57,9 @@ class Batch:
 
     def keys(self) -> set[str]:
         return {r[0] for r in self.batch}
+
+
+_OPS = (Op.ADD, Op.UPDATE, Op.REMOVE)
 
 
 def _chunks(rows: list, size: int) -> Iterator[list]:
@@ -212,7 +215,10 @@ class DestinationSync:
         diff = self.ledger.diff(base, value, fp, cfg.mode == "mirror")
         row = con.execute(diff.counts).fetchone()
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
-        return DestPlan(p, base, f"{t}_diff", diff.rows)
+        # the diff rows of the ops counted (the store does not change before they are made)
+        ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
+               if n}
+        return DestPlan(p, base, f"{t}_diff", diff.only(ops))
 
     def encoder_id(self) -> str:
         return f"{self.cfg.type}:{','.join(self.cfg.identifiers)}"
@@ -254,6 +260,10 @@ class DestinationSync:
         store, name = self.ev.store, self.cfg.name
         if run_id is not None:
             store.begin_destination(run_id, name, self.cfg.segment or self.cfg.group)
+        if self.dest.whole:
+            self._push_whole(plan, now, run_id, progress)
+            self.ledger.drop_gone(plan.desired_sql)
+            return out
         for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
@@ -298,6 +308,57 @@ class DestinationSync:
                 out.rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
         self.ledger.drop_gone(plan.desired_sql)
         return out
+
+    def _batches(self, diff: str) -> Iterator[tuple[str, dict[Op, int]]]:
+        """The diff in batches of at most ``batch_size`` rows of any op, by key range: each
+        as ``FROM ... WHERE`` (literals inline) and its rows per op; only the ranges' bounds
+        and counts leave the store."""
+        counts = ", ".join(f"count(*) FILTER (WHERE op = {lit(op.value)})" for op in _OPS)
+        (n,) = self.con.execute(f"SELECT count(*) FROM {diff}").fetchone()
+        if not n:
+            return
+        if n <= self.dest.batch_size:
+            row = self.con.execute(f"SELECT {counts} FROM {diff}").fetchone()
+            yield f"FROM {diff} WHERE TRUE", dict(zip(_OPS, map(int, row), strict=True))
+            return
+        for lo, hi, *row in self.con.execute(
+                f"SELECT min(key), max(key), {counts} FROM (SELECT key, op, (row_number() "
+                f"OVER (ORDER BY key) - 1) // ? AS b FROM {diff}) GROUP BY b ORDER BY b",
+                [self.dest.batch_size]).fetchall():
+            yield (f"FROM {diff} WHERE key BETWEEN {lit(lo)} AND {lit(hi)}",
+                   dict(zip(_OPS, map(int, row), strict=True)))
+
+    def _push_whole(self, plan: DestPlan, now: datetime, run_id: int | None,
+                    progress: Callable[[int, int], None] | None) -> None:
+        """A ``whole`` destination (a file replaced atomically): per batch, the membership it
+        leads to (``Ledger.after``) is staged and written whole, then the ledger is made
+        that membership set-based, with the destination's state (the file's checksum) in
+        the same transaction. No write-ahead marks: a run killed before the checkpoint left
+        either the old file, whose checksum the store still has (the batch is sent again),
+        or the new one, which the next run's ``open`` sees changed and reconciles from."""
+        out, store, name = plan.figures, self.ev.store, self.cfg.name
+        total, sent = out.add + out.update + out.remove, 0
+        done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
+        for rows, n in self._batches(plan.diff(self.con)):
+            self.dest.stage(Membership(self.con, self.ledger.after(rows)))
+            try:
+                self.dest.write(Op.REPLACE, [])
+            finally:
+                self.dest.stage(None)
+
+            def recorded(n: dict[Op, int] = n) -> None:
+                for op, k in n.items():
+                    if k:
+                        store.progress(run_id, name, op.value, k, 0, 0)
+
+            self.ledger.checkpoint(Op.REPLACE, rows, [], None, BatchResult(), now,
+                                   recorded if run_id is not None else None,
+                                   self.dest.remember())
+            sent += sum(n.values())
+            if progress is not None:
+                progress(sent, max(total, sent))
+            for op, k in n.items():
+                setattr(out, done[op], getattr(out, done[op]) + k)
 
     def without_identifier(self) -> list[tuple[str, str]]:
         """(key, reason) of the contacts to send that have no value for any identifier

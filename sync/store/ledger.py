@@ -11,7 +11,7 @@ converges with nothing lost and nothing sent twice that matters.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -65,11 +65,23 @@ class SavedState:
 
 @dataclass(frozen=True)
 class Diff:
-    """A destination's diff against its ledger: the rows (op, key, label, value, previous,
-    fp) as SQL, and the query counting desired, add, update, unchanged, remove, ledger."""
+    """A destination's diff against its ledger: per op the SELECT of its rows (op, key,
+    label, value, previous, fp), and the query counting desired, add, update, unchanged,
+    remove, ledger."""
 
-    rows: str
+    parts: dict[str, str]
     counts: str
+
+    @property
+    def rows(self) -> str:
+        """Every row of the diff."""
+        return self.only(set(self.parts))
+
+    def only(self, ops: set[str]) -> str:
+        """The rows of ``ops`` alone: the others need not be computed when ``counts`` found
+        none of them (the update rows compare every member's fingerprint)."""
+        parts = [sql for op, sql in self.parts.items() if op in ops]
+        return " UNION ALL ".join(parts) if parts else f"{self.parts['add']} LIMIT 0"
 
 
 class Ledger:
@@ -93,13 +105,16 @@ class Ledger:
 
         kept = f"l.state IN {KEPT}"
         gone = f"FROM {led} l ANTI JOIN {d} USING (key) WHERE l.state IN {HELD}"
-        rows = f"""
-            SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL AS previous, {fp} AS fp
-              FROM {d} LEFT JOIN {led} l USING (key) WHERE {add(fp)}
-            UNION ALL SELECT 'update', d.key, d.label, {value}, l.value, {fp}
-              FROM {d} JOIN {led} l USING (key) WHERE {kept} AND l.fp IS DISTINCT FROM {fp}
-            {f"UNION ALL SELECT 'remove', l.key, NULL, NULL, l.value, l.fp {gone}" if mirror
-             else ""}"""
+        parts = {
+            "add": f"SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL::VARCHAR AS "
+                   f"previous, {fp} AS fp FROM {d} LEFT JOIN {led} l USING (key) "
+                   f"WHERE {add(fp)}",
+            "update": f"SELECT 'update' AS op, d.key, d.label, {value} AS value, l.value AS "
+                      f"previous, {fp} AS fp FROM {d} JOIN {led} l USING (key) "
+                      f"WHERE {kept} AND l.fp IS DISTINCT FROM {fp}"}
+        if mirror:
+            parts["remove"] = (f"SELECT 'remove' AS op, l.key, NULL::VARCHAR AS label, "
+                               f"NULL::VARCHAR AS value, l.value AS previous, l.fp {gone}")
         # the fingerprint only where the ledger has the contact (CASE evaluates lazily)
         matched = (f"SELECT l.key, l.state, l.fp, CASE WHEN l.key IS NOT NULL THEN {fp} END "
                    f"AS dfp FROM {d} LEFT JOIN {led} l USING (key)")
@@ -109,7 +124,7 @@ class Ledger:
               (SELECT count(*) {gone}) * {int(mirror)},
               (SELECT count(*) FROM {led} WHERE state = {lit(S.member.value)})
             FROM ({matched}) l"""
-        return Diff(rows, counts)
+        return Diff(parts, counts)
 
     def state_of(self, key: str) -> LedgerState | None:
         row = self.con.execute("SELECT state FROM ledger WHERE dest = ? AND key = ?",
@@ -134,11 +149,33 @@ class Ledger:
             con.execute(f"CREATE OR REPLACE TEMP TABLE _inflight AS SELECT * FROM ledger "
                         f"WHERE dest = ? AND key IN (SELECT key {rows})", [self.dest, *params])
             if op is Op.ADD:
-                con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, "
-                            f"'pending', ? {rows}", [self.dest, now, *params])
+                self._put(rows, params, S.pending, now)
             elif op is Op.REMOVE:
                 con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
                             f"(SELECT key {rows})", [self.dest, *params])
+
+    def _put(self, rows: str, params: list[Any], state: LedgerState, now: datetime,
+             kept: str = "TRUE") -> None:
+        """The batch's rows (``rows``: ``FROM ... WHERE`` of the diff; those ``kept`` selects)
+        into the ledger as ``state``, set-based: a DELETE of the batch's keys (none when the
+        destination has no ledger yet: its first fill) and an INSERT. DuckDB's INSERT OR
+        REPLACE checks and rewrites row by row, several times slower on a large batch."""
+        if self.con.execute("SELECT count(*) FROM (SELECT 1 FROM ledger WHERE dest = ? "
+                            "LIMIT 1)", [self.dest]).fetchone()[0]:
+            self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
+                             f"(SELECT key {rows})", [self.dest, *params])
+        self.con.execute(f"INSERT INTO ledger SELECT ?, key, fp, value, ?, ? {rows} "
+                         f"AND {kept}", [self.dest, state.value, now, *params])
+
+    def after(self, rows: str) -> str:
+        """A SELECT of (key, value) of every member a ``whole`` destination holds once the
+        batch ``rows`` (``FROM ... WHERE`` of the diff, literals inline, any ops) is applied:
+        the ledger's rows but its rejects, the batch's keys replaced by its adds and updates
+        (removes left out). ``checkpoint`` then makes the ledger exactly that."""
+        return (f"SELECT l.key, l.value FROM (SELECT key, value FROM ledger WHERE dest = "
+                f"{lit(self.dest)} AND state <> {lit(S.rejected.value)}) l ANTI JOIN "
+                f"(SELECT key {rows}) b USING (key) "
+                f"UNION ALL SELECT key, value {rows} AND op <> 'remove'")
 
     def _touched(self, rows: str, params: list[Any]) -> tuple[str, str, list[Any]]:
         """The ledger rows a batch's writes can change (see ``Store.transaction``)."""
@@ -157,23 +194,40 @@ class Ledger:
         self.con.execute(f"INSERT INTO ledger SELECT * FROM _inflight WHERE key IN {which}",
                          params)
 
-    def checkpoint(self, op: Op, rows: str, params: list[Any], batch: list[tuple],
+    def checkpoint(self, op: Op, rows: str, params: list[Any], batch: list[tuple] | None,
                    result: BatchResult, now: datetime,
-                   also: Callable[[], None] | None = None) -> None:
+                   also: Callable[[], None] | None = None,
+                   state: Mapping[str, Any] | None = None) -> None:
         """Record a batch's acknowledged outcome (``batch``: its rows as fetched, key, label,
-        value, previous, fp); ``also`` runs in the same transaction (the run's history
-        figures). Rows of an add that failed transiently (deferred, or in none of the maps)
-        were not applied: they go back as ``intend`` found them, to be sent next run."""
+        value, previous, fp; None: every row applied as sent; ``Op.REPLACE``: a ``whole``
+        destination's batch of any ops, the ledger made what ``after`` gave); ``also`` runs
+        in the same transaction (the run's history figures), and ``state`` (what the
+        destination remembers, e.g. its file's checksum) is saved in it.
+        Rows of an add that failed transiently (deferred, or in none of the maps) were not
+        applied: they go back as ``intend`` found them, to be sent next run."""
         con, name = self.con, self.dest
-        whole = len(result.done) == len(batch) and result.done.keys() == {r[0] for r in batch}
-        with self.store.transaction(self._touched(rows, params)):
+        whole = batch is None or (len(result.done) == len(batch)
+                                  and result.done.keys() == {r[0] for r in batch})
+        # the destination's state is another table: the shared store then compares all
+        touched = None if state is not None else self._touched(rows, params)
+        with self.store.transaction(touched):
             if also is not None:
                 also()
+            if state is not None:
+                self._save(state, None)
+            if op is Op.REPLACE:
+                self._put(rows, params, S.member, now, "op <> 'remove'")
+                return
+            if whole and op is Op.REMOVE:
+                con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
+                            f"(SELECT key {rows})", [name, *params])
+                return
+            if whole and not result.preexisting and not any(result.done.values()):
+                self._put(rows, params, S.member, now)  # the batch as sent, set-based
+                return
+            assert batch is not None
             if op is Op.REMOVE:
-                if whole:
-                    con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
-                                f"(SELECT key {rows})", [name, *params])
-                elif result.done:
+                if result.done:
                     con.execute("DELETE FROM ledger WHERE dest = ? AND key IN "
                                 "(SELECT unnest(?))", [name, list(result.done)])
                 kept = list(result.rejected) + list(result.deferred)
@@ -182,10 +236,7 @@ class Ledger:
                                 "(SELECT unnest(?))", [name, kept])
                 return
             sent = {k: (v, fp) for k, _lb, v, _pv, fp in batch}  # key -> (value, fp)
-            if whole and not result.preexisting and not any(result.done.values()):
-                con.execute(f"INSERT OR REPLACE INTO ledger SELECT ?, key, fp, value, 'member', "
-                            f"? {rows}", [name, now, *params])
-            elif result.done:
+            if result.done:
                 keys = list(result.done)
                 vals = [v if v is not None else sent[k][0] for k, v in result.done.items()]
                 fps = [sent[k][1] for k in keys]
@@ -205,6 +256,9 @@ class Ledger:
         """Forget rows that only remembered rejects or pre-existing members no longer
         desired (``desired``: a SELECT with a ``key`` column)."""
         kept = f"dest = ? AND state IN {FORGETTABLE}"
+        if not self.con.execute(f"SELECT count(*) FROM ledger WHERE {kept}",
+                                [self.dest]).fetchone()[0]:
+            return  # nothing to forget: the desired set is not read again
         with self.store.transaction(("ledger", kept, [self.dest])) as con:
             con.execute(f"DELETE FROM ledger WHERE {kept} AND key NOT IN "
                         f"(SELECT key FROM ({desired}))", [self.dest])
@@ -234,12 +288,15 @@ class Ledger:
 
     def save(self, state: dict[str, Any], synced_at: datetime | None = None) -> None:
         """Remember what the destination's ``open`` returned (a resync asked for is done)."""
+        self._save(state, synced_at)
+        self.store._committed()
+
+    def _save(self, state: Mapping[str, Any], synced_at: datetime | None) -> None:
         self.con.execute(
             "INSERT INTO dest_state VALUES (?, ?, ?, 1, FALSE) ON CONFLICT (dest) DO UPDATE SET "
             "state = excluded.state, last_synced_at = coalesce(excluded.last_synced_at, "
             "dest_state.last_synced_at), version = dest_state.version + 1, resync = FALSE",
-            [self.dest, json.dumps(state), synced_at])
-        self.store._committed()
+            [self.dest, json.dumps(dict(state)), synced_at])
 
     def forget(self) -> int:
         """``resync``: drop the ledger and ask the next run to reconcile from the remote."""
