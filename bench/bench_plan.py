@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -157,6 +159,12 @@ _LAUNCHER = ("import os, subprocess, sys, time; t = time.perf_counter(); "
 
 def run_child_rss(cmd: list[str]) -> tuple[float, float, str]:
     """Run a command; return (its wall seconds, its own peak RSS in MiB, its stdout)."""
+    wall, peak, out, _ = run_child(cmd)
+    return wall, peak, out
+
+
+def run_child(cmd: list[str]) -> tuple[float, float, str, str]:
+    """``run_child_rss`` with the child's stderr too (crmsync logs its pull time there)."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         proc = subprocess.run([sys.executable, "-c", _LAUNCHER, rss.name, *cmd],
                               capture_output=True, text=True, check=False)
@@ -164,7 +172,46 @@ def run_child_rss(cmd: list[str]) -> tuple[float, float, str]:
             raise SystemExit(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n"
                              f"{proc.stderr[-3000:]}")
         wall, peak = rss.read().split()
-        return float(wall), int(peak) / 1024, proc.stdout
+        return float(wall), int(peak) / 1024, proc.stdout, proc.stderr
+
+
+# ---------------------------------------------------------------- DuckDB's own read
+
+DUCK_TYPES = {"enumeration": "VARCHAR", "multi": "VARCHAR", "bool": "BOOLEAN",
+              "number": "DOUBLE", "date": "DATE", "datetime": "TIMESTAMPTZ"}
+
+
+def duckdb_read(csv_path: Path, db: Path) -> dict:
+    """The reference: DuckDB itself reading the file into a typed table of a database file,
+    one statement, each column typed as the mapping's schema says (its own casts, not SPEC's
+    rules: a value it cannot cast drops the row, ``ignore_errors``)."""
+    import duckdb
+
+    with csv_path.open() as fh:
+        header = fh.readline().rstrip("\n").split(",")
+    cols = ", ".join(f"'{c}': '{DUCK_TYPES.get(SCHEMA.get(c, ''), 'VARCHAR')}'" for c in header)
+    con = duckdb.connect(str(db))
+    t0 = time.perf_counter()
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path}', header=true, "
+                f"auto_detect=false, columns={{{cols}}}, ignore_errors=true)")
+    con.close()
+    return {"seconds": time.perf_counter() - t0}
+
+
+def pull_seconds(stderr: str) -> float | None:
+    """The pull's time as crmsync logs it (read + type + store: one statement)."""
+    found = re.findall(r"pulled \S+: \d+ contacts \(full\) in ([0-9.]+)s", stderr)
+    return float(found[-1]) if found else None
+
+
+def slope(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares slope of (contacts, value), per million contacts."""
+    if len(points) < 2:
+        return None
+    xs, ys = [x / 1e6 for x, _ in points], [y for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else None
 
 
 # ---------------------------------------------------------------- the pandas baseline
@@ -358,38 +405,45 @@ def diff_bench(n: int, folder: Path) -> dict:
 # ---------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1_000_000, help="contacts to generate")
-    ap.add_argument("--diff-n", type=int, default=1_000_000, help="audience size for the diff "
-                    "micro-benchmark (0 skips it)")
-    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
-    ap.add_argument("--baseline", metavar="CSV", help=argparse.SUPPRESS)  # child mode
-    args = ap.parse_args(argv)
-    if args.baseline:
-        print(json.dumps(baseline(Path(args.baseline), Path(args.baseline).parent)))
-        return
-    with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
-        folder = Path(tmp)
-        t0 = time.perf_counter()
-        csv_path = generate.generate(args.n, SEED, folder / "contacts.csv")
-        t_gen = time.perf_counter() - t0
-        mapping = write_mapping(folder, csv_path.name)
-        cmd = [*_crmsync(), "plan", "-c", str(mapping), "--json", "--as-of", AS_OF]
-        t_plan, rss_plan, out = run_child_rss(cmd)  # first plan: pulls the new file
-        plan = json.loads(out)
-        t_warm, rss_warm, _ = run_child_rss(cmd)  # again, the file unchanged (cron)
-        t_off, rss_off, _ = run_child_rss([*cmd, "--offline"])
-        t_pd, rss_pd, out = run_child_rss([sys.executable, __file__, "--baseline", str(csv_path)])
-        base = json.loads(out)
-        ours = {k: v["matched"] for k, v in plan["segments"].items()}
-        desired = {k: v["desired"] for k, v in plan["destinations"].items()}
-        diff = diff_bench(args.diff_n, folder) if args.diff_n else None
-    figures = {
-        "contacts": args.n, "generate_s": t_gen,
+def measure(n: int, folder: Path, pandas: bool) -> dict:
+    """Every figure for ``n`` generated contacts, in one run: crmsync's three plans, DuckDB's
+    own typed read of the same file and (``pandas``) the baseline, each in a child with its
+    peak RSS."""
+    t0 = time.perf_counter()
+    csv_path = generate.generate(n, SEED, folder / "contacts.csv")
+    t_gen = time.perf_counter() - t0
+    mapping = write_mapping(folder, csv_path.name)
+    cmd = [*_crmsync(), "plan", "-c", str(mapping), "--json", "--as-of", AS_OF]
+    t_plan, rss_plan, out, err = run_child(cmd)  # first plan: pulls the new file
+    plan = json.loads(out)
+    t_pull = pull_seconds(err)
+    t_warm, rss_warm, _ = run_child_rss(cmd)  # again, the file unchanged (cron)
+    t_off, rss_off, _ = run_child_rss([*cmd, "--offline"])
+    t_duck, rss_duck, out = run_child_rss([sys.executable, __file__, "--duckdb-read",
+                                           str(csv_path), str(folder / "duck.duckdb")])
+    duck = json.loads(out)
+    fig = {
+        "contacts": n, "csv_mib": csv_path.stat().st_size / 2**20, "generate_s": t_gen,
+        "load_avg_1m": os.getloadavg()[0],
         "plan_s": t_plan, "plan_rss_mib": rss_plan,
+        "plan_steps_s": {"pull (read + type + store, one statement)": t_pull,
+                         "the rest (start-up, evaluate, count, diff)":
+                             t_plan - t_pull if t_pull is not None else None},
         "plan_unchanged_s": t_warm, "plan_unchanged_rss_mib": rss_warm,
         "plan_offline_s": t_off, "plan_offline_rss_mib": rss_off,
+        "duckdb_read_s": t_duck, "duckdb_read_statement_s": duck["seconds"],
+        "duckdb_read_rss_mib": rss_duck,
+        "plan_over_duckdb_read": t_plan / t_duck,
+        "pull_over_duckdb_read": t_pull / t_duck if t_pull is not None else None,
+    }
+    if not pandas:
+        fig["pandas"] = "skipped (it would need several GiB at this size)"
+        return fig
+    t_pd, rss_pd, out = run_child_rss([sys.executable, __file__, "--baseline", str(csv_path)])
+    base = json.loads(out)
+    ours = {k: v["matched"] for k, v in plan["segments"].items()}
+    desired = {k: v["desired"] for k, v in plan["destinations"].items()}
+    fig.update({
         "pandas_s": t_pd, "pandas_compute_s": base["seconds"], "pandas_rss_mib": rss_pd,
         "speedup": t_pd / t_plan, "speedup_unchanged": t_pd / t_warm,
         "speedup_offline": t_pd / t_off,
@@ -397,29 +451,79 @@ def main(argv: list[str] | None = None) -> None:
         "segment_mismatches": {k: (ours.get(k), base["segments"].get(k))
                                for k in set(ours) | set(base["segments"])
                                if ours.get(k) != base["segments"].get(k)},
-        "diff": diff,
-    }
+    })
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="contacts to generate")
+    ap.add_argument("--sizes", help="several sizes, e.g. 100000,1000000,5000000 (instead of "
+                    "--n): figures per size and the slope of time and peak RSS")
+    ap.add_argument("--pandas-max", type=int, default=2_000_000, help="skip the pandas "
+                    "baseline above this many contacts (it needs ~1.4 GiB per million)")
+    ap.add_argument("--diff-n", type=int, default=1_000_000, help="audience size for the diff "
+                    "micro-benchmark (0 skips it)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--baseline", metavar="CSV", help=argparse.SUPPRESS)  # child mode
+    ap.add_argument("--duckdb-read", nargs=2, metavar=("CSV", "DB"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.baseline:
+        print(json.dumps(baseline(Path(args.baseline), Path(args.baseline).parent)))
+        return
+    if args.duckdb_read:
+        print(json.dumps(duckdb_read(Path(args.duckdb_read[0]), Path(args.duckdb_read[1]))))
+        return
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [args.n]
+    runs = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
+            runs.append(measure(n, Path(tmp), n <= args.pandas_max))
+    with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
+        diff = diff_bench(args.diff_n, Path(tmp)) if args.diff_n else None
+    scaling = {f"{k}_per_million": slope([(r["contacts"], r[k]) for r in runs])
+               for k in ("plan_s", "plan_rss_mib", "plan_offline_s", "plan_offline_rss_mib",
+                         "duckdb_read_s")} if len(runs) > 1 else None
+    figures = {"runs": runs, "scaling": scaling, "diff": diff}
     if args.json:
         print(json.dumps(figures, indent=1))
         return
-    print(f"{args.n:,} contacts, 20 segments + RFM + weighted score + 3 suppressions + "
-          f"10 destinations (generated in {t_gen:.1f}s)")
-    print(f"{'':34}{'seconds':>9}{'peak RSS':>12}")
-    print(f"{'crmsync plan (new file: pull)':34}{t_plan:9.2f}{rss_plan:9.0f} MiB")
-    print(f"{'crmsync plan (file unchanged)':34}{t_warm:9.2f}{rss_warm:9.0f} MiB")
-    print(f"{'crmsync plan --offline':34}{t_off:9.2f}{rss_off:9.0f} MiB")
-    print(f"{'pandas baseline (same rules)':34}{t_pd:9.2f}{rss_pd:9.0f} MiB")
-    print(f"speed-up: {figures['speedup']:.1f}x (new file), {figures['speedup_unchanged']:.1f}x "
-          f"(unchanged), {figures['speedup_offline']:.1f}x (--offline); segment sizes agree: "
-          f"{figures['segments_agree']}, desired per destination agree: "
-          f"{figures['desired_agree']}")
-    if figures["segment_mismatches"]:
-        print(f"  mismatches (crmsync, pandas): {figures['segment_mismatches']}")
+    for r in runs:
+        report(r)
+    if scaling:
+        print("slope per million contacts: " + ", ".join(
+            f"{k.removesuffix('_per_million')} {v:.2f}" for k, v in scaling.items()))
     if diff:
         print(f"diff of a {diff['members']:,}-member audience with 1% churn: "
               f"{diff['diff_s']:.2f}s (+{diff['add']:,} -{diff['remove']:,} ={diff['unchanged']:,}); "
               f"first run {diff['first_run_s']:.1f}s, churn run {diff['churn_run_s']:.1f}s "
               f"(peak RSS {max(diff['first_run_rss_mib'], diff['churn_run_rss_mib']):.0f} MiB)")
+
+
+def report(r: dict) -> None:
+    """One size's figures as a table."""
+    print(f"{r['contacts']:,} contacts ({r['csv_mib']:.0f} MiB csv), 20 segments + RFM + "
+          f"weighted score + 3 suppressions + 10 destinations (load {r['load_avg_1m']:.2f})")
+    print(f"{'':40}{'seconds':>9}{'peak RSS':>12}")
+    print(f"{'crmsync plan (new file: pull)':40}{r['plan_s']:9.2f}{r['plan_rss_mib']:9.0f} MiB")
+    for step, sec in r["plan_steps_s"].items():
+        print(f"{'  ' + step:40}{sec if sec is not None else float('nan'):9.2f}")
+    print(f"{'crmsync plan (file unchanged)':40}{r['plan_unchanged_s']:9.2f}"
+          f"{r['plan_unchanged_rss_mib']:9.0f} MiB")
+    print(f"{'crmsync plan --offline':40}{r['plan_offline_s']:9.2f}"
+          f"{r['plan_offline_rss_mib']:9.0f} MiB")
+    print(f"{'DuckDB read_csv into a typed table':40}{r['duckdb_read_s']:9.2f}"
+          f"{r['duckdb_read_rss_mib']:9.0f} MiB")
+    print(f"first plan / DuckDB read: {r['plan_over_duckdb_read']:.2f}x")
+    if "pandas_s" not in r:
+        print(f"pandas baseline: {r['pandas']}")
+        return
+    print(f"{'pandas baseline (same rules)':40}{r['pandas_s']:9.2f}{r['pandas_rss_mib']:9.0f} MiB")
+    print(f"speed-up over pandas: {r['speedup']:.1f}x (new file), {r['speedup_unchanged']:.1f}x "
+          f"(unchanged), {r['speedup_offline']:.1f}x (--offline); segment sizes agree: "
+          f"{r['segments_agree']}, desired per destination agree: {r['desired_agree']}")
+    if r["segment_mismatches"]:
+        print(f"  mismatches (crmsync, pandas): {r['segment_mismatches']}")
 
 
 if __name__ == "__main__":

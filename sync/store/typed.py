@@ -64,6 +64,21 @@ def day(ts: exp.Expression) -> exp.Expression:
     return exp.TimestampTrunc(this=ts, unit=exp.var("day"))
 
 
+def _ascii_graphic(e: exp.Expression) -> exp.Expression:
+    """``e`` (one character's text) is printable ASCII, never whitespace."""
+    return exp.Between(this=exp.Anonymous(this="ascii", expressions=[e]),
+                       low=exp.Literal.number(33), high=exp.Literal.number(126))
+
+
+def strip(raw: exp.Expression) -> exp.Expression:
+    """``P.Strip`` of ``raw``, skipped for text that starts and ends with printable ASCII
+    (nothing to strip: most values, and a regular-expression replace is the costliest step
+    of typing a file)."""
+    plain = and_(_ascii_graphic(raw),
+                 _ascii_graphic(exp.Right(this=raw, expression=exp.Literal.number(1))))
+    return case((plain, raw)).else_(P.Strip(this=raw))
+
+
 def unparseable(stripped: exp.Expression, value: exp.Expression) -> exp.Expression:
     """A value present (non-empty once stripped) whose typed value is unknown."""
     return paren(and_(exp.NEQ(this=stripped, expression=lit("")), exp.Is(this=value,
@@ -85,8 +100,8 @@ def typed_rows(src: exp.Expression, key_field: str, schema: dict[str, FieldType]
     layer = layer or (lambda sel, name: sel.subquery(name))
     fields = [f for f in schema if f != key_field]
     x = {f: col("x:" + f) for f in fields}
-    stripped = [exp.alias_(P.Strip(this=exp.cast(col(key_field), VARCHAR)), "_key")]
-    stripped += [exp.alias_(P.Strip(this=exp.cast(col(f), VARCHAR)), "x:" + f, quoted=True)
+    stripped = [exp.alias_(strip(exp.cast(col(key_field), VARCHAR)), "_key")]
+    stripped += [exp.alias_(strip(exp.cast(col(f), VARCHAR)), "x:" + f, quoted=True)
                  for f in fields]
     layer1 = layer(exp.select(*stripped).from_(src), "_r")
     values = [exp.column("_key"), *x.values()]
