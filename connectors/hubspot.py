@@ -144,7 +144,7 @@ def _limiters(conn: HubSpotConnection) -> tuple[RollingWindow, RollingWindow]:
             _LIMITERS[account] = (
                 RollingWindow(conn.rate_limit, conn.rate_window * 1.01 + 0.05),
                 RollingWindow(max(1, int(conn.search_rate)),
-                              conn.search_window * 1.05 + 0.05))
+                              conn.search_window * 1.02 + 0.02))
         return _LIMITERS[account]
 
 
