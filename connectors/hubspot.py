@@ -50,7 +50,8 @@ class HubSpotConnection(ConnectionConfig):
     token: SecretStr
     rate_limit: int = Field(100, ge=1)  # requests per 10 s: 100 Free/Starter, 190 Pro/Ent, 250
     rate_window: float = Field(10.0, gt=0)
-    search_rate: float = Field(5.0, gt=0)  # search requests per second
+    search_rate: float = Field(5.0, gt=0)  # search requests per ``search_window``
+    search_window: float = Field(1.0, gt=0)  # seconds (benchmarks scale it with rate_window)
     timeout: float = Field(30.0, gt=0)
     max_attempts: int = Field(6, ge=1)
     backoff: float = Field(0.5, gt=0)  # first retry wait for 5xx / resets (s)
@@ -142,7 +143,8 @@ def _limiters(conn: HubSpotConnection) -> tuple[RollingWindow, RollingWindow]:
             # a small margin: the server stamps a call when it arrives, a little after us
             _LIMITERS[account] = (
                 RollingWindow(conn.rate_limit, conn.rate_window * 1.01 + 0.05),
-                RollingWindow(max(1, int(conn.search_rate)), 1.05 + 0.05))
+                RollingWindow(max(1, int(conn.search_rate)),
+                              conn.search_window * 1.02 + 0.02))
         return _LIMITERS[account]
 
 

@@ -124,7 +124,7 @@ class DataManagerFake(FakeServer):
 
     def __init__(self, *, per_minute: int = 300, per_day: int = 100_000, page_size: int = 100,
                  clock: Callable[[], float] = time.monotonic, processing_polls: int = 0,
-                 **kw: Any):
+                 window: float = 60.0, **kw: Any):
         super().__init__(**kw)
         self.accounts: dict[str, bool] = {}
         self.terms_accepted: set[str] = set()
@@ -138,6 +138,7 @@ class DataManagerFake(FakeServer):
         self.per_minute, self.per_day, self.page_size = per_minute, per_day, page_size
         self.processing_polls = processing_polls
         self.clock = clock
+        self.window = window  # the per-minute quota's window (benchmarks may scale it)
         self._ids = itertools.count(9_000_000_001)
         self._minute: deque[float] = deque()
         self._day = 0
@@ -235,13 +236,13 @@ class DataManagerFake(FakeServer):
     def _take_ingestion_quota(self) -> Response | None:
         with self._quota_lock:
             now = self.clock()
-            while self._minute and self._minute[0] <= now - 60:
+            while self._minute and self._minute[0] <= now - self.window:
                 self._minute.popleft()
             if self._day >= self.per_day:
                 return quota_error("IngestionMutateRequestsPerDayPerProject")
             if len(self._minute) >= self.per_minute:
                 return quota_error("IngestionMutateRequestsPerMinutePerProject",
-                                   retry_after=max(0.0, self._minute[0] + 60 - now))
+                                   retry_after=max(0.0, self._minute[0] + self.window - now))
             self._minute.append(now)
             self._day += 1
         return None

@@ -22,6 +22,8 @@ Docs encoded here:
 from __future__ import annotations
 
 import bisect
+import json
+import math
 import time
 import uuid
 from collections import deque
@@ -36,6 +38,10 @@ SEARCH_PAGE_MAX = 200
 LIST_PAGE_MAX = 100
 MEMBERSHIP_PAGE_MAX = 250
 BATCH_MAX = 100
+#: add-and-remove: HubSpot documents no per-call maximum; the one bound its lists docs state is
+#: 100,000 memberships (add-from source lists, https://developers.hubspot.com/docs/api-reference/
+#: 2026-03/crm/lists/memberships/add-to-list-from-source-list): the fake refuses more per call
+MEMBERSHIP_CHANGE_MAX = 100_000
 
 
 def iso(ms: int) -> str:
@@ -65,11 +71,16 @@ class FakeHubSpot(FakeServer):
     Starter), ``search_rate`` searches per second, ``daily_limit`` requests a day."""
 
     def __init__(self, *, token: str = "pat-test", rate_limit: int = 100, window: float = 10.0,
-                 search_rate: float = 5.0, daily_limit: int = 250_000, **kw: Any):
+                 search_rate: float = 5.0, daily_limit: int = 250_000,
+                 search_window: float = 1.0, **kw: Any):
         super().__init__(**kw)
         self.tokens = {token}
         self.expired: set[str] = set()
         self.rate_limit, self.window, self.search_rate = rate_limit, window, search_rate
+        self.search_window = search_window  # benchmarks scale it with ``window``
+        self._version = 0  # bumped on every contact change: keys search pages to a snapshot
+        self._search_cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        self._keys: tuple[int, list[str]] = (-1, [])
         self.daily_limit, self.daily_used = daily_limit, 0
         self._recent: deque[float] = deque()
         self._recent_search: deque[float] = deque()
@@ -104,6 +115,7 @@ class FakeHubSpot(FakeServer):
     def add_contact(self, props: dict[str, Any] | None = None, *, at: int | None = None) -> str:
         cid = str(self._next_id)
         self._next_id += 1
+        self._version += 1
         ms = self.clock_ms if at is None else at
         self.contacts[cid] = {"id": cid, "archived": False, "created": ms, "modified": ms,
                               "props": {k: (None if v is None else str(v))
@@ -111,12 +123,14 @@ class FakeHubSpot(FakeServer):
         return cid
 
     def update_contact(self, cid: str, props: dict[str, Any], *, at: int | None = None) -> None:
+        self._version += 1
         c = self.contacts[cid]
         c["props"].update({k: (None if v is None else str(v)) for k, v in props.items()})
         c["modified"] = self.clock_ms if at is None else at
 
     def archive_contact(self, cid: str) -> None:
         """Delete (archive) a contact: it leaves lists and shows in archived=true listings."""
+        self._version += 1
         self.contacts[cid]["archived"] = True
         self.contacts[cid]["modified"] = self.clock_ms
         for lst in self.lists.values():
@@ -125,6 +139,7 @@ class FakeHubSpot(FakeServer):
     def merge_contacts(self, primary: str, merged: str) -> None:
         """Merge ``merged`` into ``primary``: the merged id disappears (not archived) and
         is recorded in the primary's ``hs_merged_object_ids``."""
+        self._version += 1
         gone = self.contacts.pop(merged)
         for lst in self.lists.values():
             lst["members"].pop(merged, None)
@@ -168,15 +183,18 @@ class FakeHubSpot(FakeServer):
                 return self._limited("DAILY", "You have reached your daily limit.",
                                      self._headers(0, 86_400_000))
             now = time.monotonic()
-            recent, limit, window = ((self._recent_search, max(1, int(self.search_rate)), 1.0)
+            recent, limit, window = ((self._recent_search, max(1, int(self.search_rate)),
+                                      self.search_window)
                                      if search else (self._recent, self.rate_limit, self.window))
             while recent and recent[0] <= now - window:
                 recent.popleft()
             if len(recent) >= limit:
                 self.throttled += 1
                 policy = "SECONDLY" if search else "TEN_SECONDLY_ROLLING"
-                return self._limited(policy, "You have reached your secondly limit.",
-                                     self._headers(0, int(window * 1000)))
+                headers = self._headers(0, int(window * 1000))
+                # when the oldest call leaves the window (whole seconds, at least 1)
+                headers["Retry-After"] = str(max(1, math.ceil(recent[0] + window - now)))
+                return self._limited(policy, "You have reached your secondly limit.", headers)
             recent.append(now)
             self.daily_used += 1
             self._last_headers = self._headers(limit - len(recent), int(window * 1000))
@@ -213,7 +231,9 @@ class FakeHubSpot(FakeServer):
 
     def _ids_after(self, after: int) -> list[str]:
         """Contact ids above ``after``; the dict keeps insertion order, which is id order."""
-        keys = list(self.contacts)
+        if self._keys[0] != self._version:
+            self._keys = (self._version, list(self.contacts))
+        keys = self._keys[1]
         return keys[bisect.bisect_right(keys, after, key=int):]
 
     @hs_route("GET", r"/crm/v3/objects/contacts")
@@ -250,11 +270,18 @@ class FakeHubSpot(FakeServer):
             # paging past the 10,000th result is refused
             return _error(400, "The 'after' and 'limit' together must be at most 10000.",
                           "VALIDATION_ERROR")
-        rows = [c for c in self.contacts.values() if not c["archived"]
-                and self._matches(c, q.get("filterGroups") or [])]
-        for s in reversed(q.get("sorts") or [{"propertyName": "hs_object_id"}]):
-            rows.sort(key=lambda c, n=s["propertyName"]: self._sort_value(c, n),
-                      reverse=s.get("direction", "ASCENDING") == "DESCENDING")
+        # one query's pages share its result while no contact changes (HubSpot's index)
+        sig = json.dumps([q.get("filterGroups"), q.get("sorts")], sort_keys=True)
+        cached = self._search_cache.get(sig)
+        if cached is not None and cached[0] == self._version:
+            rows = cached[1]
+        else:
+            rows = [c for c in self.contacts.values() if not c["archived"]
+                    and self._matches(c, q.get("filterGroups") or [])]
+            for s in reversed(q.get("sorts") or [{"propertyName": "hs_object_id"}]):
+                rows.sort(key=lambda c, n=s["propertyName"]: self._sort_value(c, n),
+                          reverse=s.get("direction", "ASCENDING") == "DESCENDING")
+            self._search_cache = {sig: (self._version, rows)}
         page = rows[after:after + limit]
         body: dict[str, Any] = {"total": len(rows),
                                 "results": [self._public(c, q.get("properties")) for c in page]}
@@ -294,6 +321,7 @@ class FakeHubSpot(FakeServer):
             return _error(400, "Property values were not valid", "VALIDATION_ERROR",
                           errors=[{"message": msg, "code": "INVALID_OPTION",
                                    "context": {"id": [cid]}} for cid, msg in bad])
+        self._version += 1
         started = iso(self.clock_ms)
         done, missing = [], []
         for item in inputs:
@@ -420,6 +448,9 @@ class FakeHubSpot(FakeServer):
         b = req.json() or {}
         if "recordIdsToAdd" not in b or "recordIdsToRemove" not in b:
             return _error(400, "recordIdsToAdd and recordIdsToRemove are required",
+                          "VALIDATION_ERROR")
+        if len(b["recordIdsToAdd"]) + len(b["recordIdsToRemove"]) > MEMBERSHIP_CHANGE_MAX:
+            return _error(400, f"at most {MEMBERSHIP_CHANGE_MAX} record ids per call",
                           "VALIDATION_ERROR")
         added, removed, missing = [], [], []
         for rid in map(str, b["recordIdsToAdd"]):

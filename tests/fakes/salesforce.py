@@ -138,6 +138,10 @@ class FakeSalesforce(FakeServer):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.job_polls = 1  # polls answered InProgress before a job is JobComplete
         self._row_faults: dict[str, list[str]] = {}  # record / contact id -> codes to answer
+        #: (CampaignId, ContactId, LeadId) -> CampaignMember ids: the duplicate check without
+        #: a scan of every member (kept by insert and update)
+        self._member_keys: dict[tuple[Any, Any, Any], set[str]] = {}
+        self._member_key_of: dict[str, tuple[Any, Any, Any]] = {}
         #: (sObject, field) -> values of a restricted picklist (tests set it)
         self.restricted: dict[tuple[str, str], set[str]] = {}
 
@@ -190,12 +194,25 @@ class FakeSalesforce(FakeServer):
         rec.update(values, Id=rid, IsDeleted=False, SystemModstamp=now, LastModifiedDate=now,
                    CreatedDate=now)
         self.records[obj][rid] = rec
+        self._index(obj, rid)
         return rid
+
+    def _index(self, obj: str, rid: str) -> None:
+        if obj == "CampaignMember":
+            rec = self.records[obj][rid]
+            old = self._member_key_of.get(rid)
+            if old is not None:
+                self._member_keys[old].discard(rid)
+            key = (rec["CampaignId"], rec["ContactId"], rec["LeadId"])
+            self._member_keys.setdefault(key, set()).add(rid)
+            self._member_key_of[rid] = key
 
     def update(self, obj: str, rid: str, *, system_only: bool = False, **values: Any) -> None:
         """Change a record; ``system_only`` moves SystemModstamp but not LastModifiedDate."""
         rec = self.records[obj][rid]
         rec.update(values)
+        if obj == "CampaignMember" and ({"CampaignId", "ContactId", "LeadId"} & set(values)):
+            self._index(obj, rid)
         rec["SystemModstamp"] = sf_time(self.tick())
         if not system_only:
             rec["LastModifiedDate"] = rec["SystemModstamp"]
@@ -559,8 +576,9 @@ class FakeSalesforce(FakeServer):
                 return "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [field]
             if rec["IsDeleted"]:
                 return "ENTITY_IS_DELETED", "entity is deleted", [field]
-        if any(m["CampaignId"] == camp and m[who_field] == who
-               for m in self.live("CampaignMember")):
+        key = (camp, who, None) if who_field == "ContactId" else (camp, None, who)
+        members = self.records["CampaignMember"]
+        if any(not members[m]["IsDeleted"] for m in self._member_keys.get(key, ())):
             return "DUPLICATE_VALUE", "Already a campaign member.", []
         return None
 
