@@ -599,8 +599,9 @@ def _regex(op: str, v: Any) -> tuple[str, str] | None:
         return "'matches' takes a regular expression (a string)", "quote the pattern"
     import duckdb
 
-    try:
-        duckdb.sql("select regexp_matches('', ?)", params=[v]).fetchall()
+    try:  # a connection of its own: the module-level default one may hold another's result
+        with duckdb.connect() as con:
+            con.execute("select regexp_matches('', ?)", [v]).fetchall()
     except duckdb.Error as exc:
         detail = str(exc).splitlines()[0]
         return (f"bad regular expression {v!r}: {detail}",
