@@ -129,12 +129,10 @@ def hubspot(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         dest.open({})
 
         def push_list() -> dict[str, Any]:
-            res = BatchResultCounter()
-            for start in range(0, len(keys), dest.batch_size):
-                res.add(dest.write(Op.ADD, [Change(k) for k in keys[start:start + dest.batch_size]]))
+            done = write_all(dest, [Change(k) for k in keys])
             sizes = [len(r.json()["recordIdsToAdd"]) for r in fake.calls(
                 "PUT", r"/add-and-remove$")]
-            return {"done": res.done, "batch_sizes": _sizes(sizes),
+            return {"done": done, "batch_sizes": _sizes(sizes),
                     "members": len(fake.members("bench")), "concurrency": 1,
                     "why_no_concurrency": "min requests fit one window: the limit cannot bind"}
 
@@ -154,12 +152,9 @@ def hubspot(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         pkeys = keys[:a.property_n]
 
         def push_property() -> dict[str, Any]:
-            res = BatchResultCounter()
-            for start in range(0, len(pkeys), pdest.batch_size):
-                res.add(pdest.write(Op.ADD, [Change(k, "s", "s")
-                                             for k in pkeys[start:start + pdest.batch_size]]))
+            done = write_all(pdest, [Change(k, "s", "s") for k in pkeys])
             sizes = [len(r.json()["inputs"]) for r in fake.calls("POST", r"/batch/update$")]
-            return {"done": res.done, "batch_sizes": _sizes(sizes), "concurrency": 1}
+            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1}
 
         out.append(phase("hubspot push property (batch update)", fake, push_property,
                          limit=100, window=window, throttled=thr,
@@ -168,13 +163,12 @@ def hubspot(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     return out
 
 
-class BatchResultCounter:
-    def __init__(self) -> None:
-        self.done = self.rejected = 0
-
-    def add(self, r: Any) -> None:
-        self.done += len(r.done)
-        self.rejected += len(r.rejected)
+def write_all(dest: Any, changes: list[Change]) -> int:
+    """``changes`` written as adds in batches of the destination's own size; rows done."""
+    done = 0
+    for start in range(0, len(changes), dest.batch_size):
+        done += len(dest.write(Op.ADD, changes[start:start + dest.batch_size]).done)
+    return done
 
 
 def _sizes(sizes: list[int]) -> dict[str, Any]:
@@ -205,12 +199,10 @@ def google(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                    for i in range(a.n)]
 
         def push() -> dict[str, Any]:
-            res = BatchResultCounter()
-            for start in range(0, len(changes), d.batch_size):
-                res.add(d.write(Op.ADD, changes[start:start + d.batch_size]))
+            done = write_all(d, changes)
             sizes = [len(r.json()["audienceMembers"]) for r in fake.calls(
                 "POST", r":ingest$") if r.status == 200]
-            return {"done": res.done, "batch_sizes": _sizes(sizes), "concurrency": 1}
+            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1}
 
         thr = lambda: len([r for r in fake.calls(path=":ingest$") if r.status == 429])  # noqa: E731
         return [phase("google push (audienceMembers:ingest)", fake, push, limit=g.PER_MINUTE,
@@ -237,12 +229,10 @@ def meta(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                    for i in range(a.n)]
 
         def push() -> dict[str, Any]:
-            res = BatchResultCounter()
-            for start in range(0, len(changes), d.batch_size):
-                res.add(d.write(Op.ADD, changes[start:start + d.batch_size]))
+            done = write_all(d, changes)
             sizes = [len(json.loads(r.form()["payload"])["data"])
                      for r in fake.calls("POST", r"/users$")]
-            return {"done": res.done, "batch_sizes": _sizes(sizes), "concurrency": 1,
+            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1,
                     "why_no_concurrency": "one upload session per write, batches in batch_seq "
                     "order; the custom_audience business-use-case budget is per ad account "
                     "(developers.facebook.com/docs/marketing-api/overview/rate-limiting)"}
@@ -311,12 +301,10 @@ def salesforce(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         keys = ids[:a.n]
 
         def push() -> dict[str, Any]:
-            res = BatchResultCounter()
-            for start in range(0, len(keys), d.batch_size):
-                res.add(d.write(Op.ADD, [Change(k) for k in keys[start:start + d.batch_size]]))
+            done = write_all(d, [Change(k) for k in keys])
             sizes = [len(r.json()["records"]) for r in fake.calls(
                 "POST", r"/composite/sobjects$")]
-            return {"done": res.done, "batch_sizes": _sizes(sizes), "concurrency": 1,
+            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1,
                     "api_usage": f"{fake.api_used}/{fake.api_max}",
                     "why_no_concurrency": "every CampaignMember insert locks its Campaign: "
                     "multi-threaded child inserts under one parent contend for the lock "

@@ -60,6 +60,8 @@ class Batch:
 
 
 _OPS = (Op.ADD, Op.UPDATE, Op.REMOVE)
+#: the figure (``DestinationFigures``) counting each op's rows done
+_DONE = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
 
 
 def _chunks(rows: list, size: int) -> Iterator[list]:
@@ -255,7 +257,6 @@ class DestinationSync:
         what was sent."""
         out = plan.figures
         out.rejects = [*self.without_identifier(), *out.rejects]
-        done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
         total, sent = out.add + out.update + out.remove, 0
         store, name = self.ev.store, self.cfg.name
         if run_id is not None:
@@ -264,7 +265,7 @@ class DestinationSync:
             self._push_whole(plan, now, run_id, progress)
             self.ledger.drop_gone(plan.desired_sql)
             return out
-        for op in (Op.ADD, Op.UPDATE, Op.REMOVE):
+        for op in _OPS:
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
                 f"ORDER BY key", [op.value]).fetchall()
@@ -301,7 +302,7 @@ class DestinationSync:
                 sent += len(batch)
                 if progress is not None:
                     progress(sent, max(total, sent))
-                setattr(out, done[op], getattr(out, done[op]) + len(result.done))
+                setattr(out, _DONE[op], getattr(out, _DONE[op]) + len(result.done))
                 out.rejected += len(result.rejected)
                 out.deferred += len(result.deferred)
                 out.rejects += sorted(result.rejected.items())
@@ -338,7 +339,6 @@ class DestinationSync:
         or the new one, which the next run's ``open`` sees changed and reconciles from."""
         out, store, name = plan.figures, self.ev.store, self.cfg.name
         total, sent = out.add + out.update + out.remove, 0
-        done = {Op.ADD: "adds", Op.REMOVE: "removes", Op.UPDATE: "updates"}
         for rows, n in self._batches(plan.diff(self.con)):
             self.dest.stage(Membership(self.con, self.ledger.after(rows)))
             try:
@@ -358,7 +358,7 @@ class DestinationSync:
             if progress is not None:
                 progress(sent, max(total, sent))
             for op, k in n.items():
-                setattr(out, done[op], getattr(out, done[op]) + k)
+                setattr(out, _DONE[op], getattr(out, _DONE[op]) + k)
 
     def without_identifier(self) -> list[tuple[str, str]]:
         """(key, reason) of the contacts to send that have no value for any identifier
