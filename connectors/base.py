@@ -295,9 +295,11 @@ class Destination(ABC):
         the core per distinct input, so this runs once per new or changed contact."""
         raise NotImplementedError
 
-    def encode_sql(self, columns: Mapping[str, str]) -> str | None:
-        """Optionally, the same as ``encode`` as a DuckDB SQL expression over the identifier
-        columns (identifier name -> SQL column), for destinations that send raw values."""
+    def encode_sql(self, columns: Mapping[str, str], dialect: str = "duckdb") -> str | None:
+        """Optionally, the same as ``encode`` as a SQL expression over the identifier columns
+        (identifier name -> SQL column) in ``dialect`` (``duckdb``, or ``postgres`` for
+        ``engine: postgres``; None where it has none), for destinations that send raw
+        values: the same text in every dialect."""
         return None
 
     def needs_open(self, state: RemoteState) -> bool:

@@ -514,10 +514,15 @@ class CsvDestination(Destination):
     def path(self) -> Path:
         return self.ctx.resolve(self.options.path)
 
-    def encode_sql(self, columns: Mapping[str, str]) -> str:
-        vals = ", ".join(f"coalesce(CAST({columns[i]} AS VARCHAR), '')" if i in columns else "''"
-                         for i in self.config.identifiers)
-        return f"to_json([{vals}]::VARCHAR[])" if vals else "'[]'"
+    def encode_sql(self, columns: Mapping[str, str], dialect: str = "duckdb") -> str:
+        vals = [f"coalesce(CAST({columns[i]} AS VARCHAR), '')" if i in columns else "''"
+                for i in self.config.identifiers]
+        if not vals:
+            return "'[]'"
+        if dialect == "postgres":  # the same text as DuckDB's to_json of the list
+            return "('[' || " + " || ',' || ".join(f"to_json(CAST({v} AS text))::text" for v in vals) + \
+                " || ']')"
+        return f"to_json([{', '.join(vals)}]::VARCHAR[])"
 
     def encode(self, identity: Mapping[str, str | None]) -> str:
         return json.dumps([identity.get(i) or "" for i in self.config.identifiers])

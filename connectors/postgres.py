@@ -315,6 +315,16 @@ class PostgresSource(Source):
             return f"{c}::numeric::text"
         return f"{c}::text"
 
+    def text_select(self) -> str:
+        """SELECT of every column as the text a pull hands the store (``_text``), under its
+        own name: what ``engine: postgres`` types in place, so both engines read the same
+        values."""
+        from psycopg import sql
+
+        return "SELECT " + ", ".join(
+            f"{self._text(n, k)} AS {sql.Identifier(n).as_string(None)}"
+            for n, _t, k in self.columns()) + f" FROM {self.relation()}"
+
     def pull(self, state: SourceState) -> Pull:
         import psycopg
 

@@ -573,6 +573,29 @@ def check_postgres(tmp: Path, sc: dict[str, Any], path: Path, expected: naive.Re
                 f"{sorted(sent - expected.sent[d['name']])}, oracle-only "
                 f"{sorted(expected.sent[d['name']] - sent)}\n{path.read_text(encoding='utf-8')}")
             assert sent == read_members(tmp / d["path"]), d["name"]  # = the embedded engine
+    # and through the command line: `engine: postgres` over the table writes the same files,
+    # byte for byte (ledger, diff and push through the shared store in the same database)
+    pg_dir = tmp / "pg"
+    pg_dir.mkdir()
+    if sc["block"]:
+        (pg_dir / "blocklist.csv").write_bytes((tmp / "blocklist.csv").read_bytes())
+    mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    del mapping["store"]
+    mapping["engine"] = "postgres"
+    mapping["connections"] = {"warehouse": {"type": "postgres", "dsn": "${ORACLE_PG_DSN}"}}
+    mapping["sources"]["crm"] = {"connection": "warehouse", "table": "contacts", "key": "id",
+                                 "schema": SCHEMA, "identity": {"email": "email"}}
+    pg_path = pg_dir / "mapping.yaml"
+    pg_path.write_text(yaml.safe_dump(mapping, sort_keys=False, allow_unicode=True),
+                       encoding="utf-8")
+    iso = sc["as_of"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["run", "-c", str(pg_path), "--as-of", iso],
+                             env={"ORACLE_PG_DSN": dsn}, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    for d in sc["destinations"]:
+        assert (pg_dir / d["path"]).read_bytes() == (tmp / d["path"]).read_bytes(), d["name"]
 
 
 #: Conditions checked on a fixed data set on every run (cases that once disagreed, or that

@@ -71,7 +71,7 @@ def check(project: Project, fields: _Fields | None = None, catalog: Catalog | No
     the connector classes whose options and connections are checked (None: not checked)."""
     c = _Checker(project, fields or {}, catalog)
     for step in (c.sources, c.scores, c.segments, c.cycles, c.groups, c.suppressions,
-                 c.destinations, c.connections, c.alerts, c.store):
+                 c.destinations, c.connections, c.alerts, c.store, c.engine):
         step()
     return c.problems
 
@@ -450,6 +450,30 @@ class _Checker:
             self.err("store", "with engine: postgres the store must be the source's own "
                      "database (the ledger and history live beside the table)",
                      "omit store:, or give it the same URL as the postgres connection's dsn:")
+
+    def engine(self) -> None:
+        """``engine: postgres`` evaluates every source in its one database: each source is
+        a postgres table or query on connections with the same DSN; a clv score (fitted in
+        the process) has no Postgres form."""
+        if getattr(self.m, "engine", "duckdb") != "postgres":
+            return
+        dsns = set()
+        for name, src in self.m.sources.items():
+            conn = self.m.connections.get(src.connection or "")
+            if conn is None or conn.type != "postgres":
+                self.err(f"sources.{name}", "engine: postgres reads every source in place, "
+                         "but this source is not a postgres table or query",
+                         "set connection: to a postgres connection, or use engine: duckdb")
+            else:
+                dsns.add(str((conn.model_extra or {}).get("dsn")))
+        if len(dsns) > 1:
+            self.err("sources", "engine: postgres evaluates in one database, but the sources "
+                     "use connections with different DSNs", "read every source from one "
+                     "database, or use engine: duckdb")
+        for name, score in self.m.scores.items():
+            if isinstance(score, ClvScore):
+                self.err(f"scores.{name}", "a clv score is fitted by the embedded engine "
+                         "only", "use engine: duckdb for this mapping")
 
     def connections(self) -> None:
         for name, conn in self.m.connections.items():

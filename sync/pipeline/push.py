@@ -154,10 +154,10 @@ def sent_counts(ev: Evaluation, cfgs: list[DestinationConfig]) -> dict[str, int]
     out: dict[str, int] = {}
     cands = [Candidates.of(ev, d) for d in cfgs]
     for source in {c.source for c in cands}:
-        union = " UNION ALL ".join(f"SELECT key, label FROM ({c.desired(ev.table(source))})"
-                                   for c in cands if c.source == source)
+        union = " UNION ALL ".join(f"SELECT key, label FROM ({c.desired(ev.table(source))}) "
+                                   f"AS _d" for c in cands if c.source == source)
         for label, n in ev.con.execute(f"SELECT label, count(DISTINCT key) FROM ({union}) "
-                                       f"GROUP BY label").fetchall():
+                                       f"AS _u GROUP BY label").fetchall():
             out[label] = int(n)
     return out
 
@@ -366,7 +366,7 @@ class DestinationSync:
         c, ids = self.cands, self.cfg.identifiers
         if not ids:
             return []
-        rows = self.con.execute(
+        rows = self.ev.con.execute(  # where the evaluation ran
             f"SELECT _key, {c.raw_id} FROM {self.ev.table(self.source)} WHERE {c.sendable()} "
             f"AND NOT {c.has_id} ORDER BY _key").fetchall()
         names = " or ".join(ids)

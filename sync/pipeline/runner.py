@@ -20,17 +20,19 @@ from ..mapping.loader import Project
 from ..mapping.model import DestinationConfig
 from ..mapping.summary import text_lines
 from ..segments.engine import Evaluation
+from ..segments.warehouse import evaluate_in_place
 from ..sql import lit, q
 from ..store.database import Store
 from ..store.figures import DestinationFigures
 from ..store.ledger import Ledger
-from ..store.shared import open_store
+from ..store.shared import SCHEMA, open_store
 from ..store.snapshot import layout
 from .alerts import Event, send
 from .build import make_destination, make_source
 from .checks import build_sources, require_valid
 from .progress import Progress, counted, quiet
 from .push import Candidates, DestinationSync, DestPlan, count_all, sent_counts
+from .warehouse import into_store, sync_for
 
 log = logging.getLogger("crmsync")
 
@@ -82,11 +84,6 @@ class Runner:
         ``crmsync validate`` reports; then open the store. ``pull=False``: as
         ``checks.known_fields``. ``read_only``: see ``Store.open_for_reading``."""
         self.project = project
-        if project.mapping.engine == "postgres":
-            raise ConfigError([project.problem(
-                "engine", "engine: postgres is not run by the command line yet (the "
-                "evaluation and diff exist as crmsync.sync.segments.warehouse)",
-                "use engine: duckdb (the default) with a postgres source")])
         self.started = utcnow()
         self.now = as_of or self.started
         self.progress: Progress = progress or quiet
@@ -95,8 +92,12 @@ class Runner:
             require_valid(project, self.sources, pull)
         self.store: Store = open_store(project, read_only)  # a DuckDB file, or shared Postgres
         self.pull_warnings: list[str] = []  # what the sources read but could not take as is
+        self.in_place = project.mapping.engine == "postgres"  # evaluated in the database
+        self._sessions: list[Any] = []  # the evaluations' database sessions
 
     def close(self) -> None:
+        for conn in self._sessions:
+            conn.close()
         self.store.close()
         getattr(self.progress, "close", lambda: None)()  # a progress bar: clear it
 
@@ -108,6 +109,10 @@ class Runner:
 
     # ------------------------------------------------------------ pull + evaluate
     def pull(self) -> None:
+        """Pull every source into the store's snapshot (``engine: postgres``: nothing, the
+        tables are read in place)."""
+        if self.in_place:
+            return
         for name in self.project.mapping.sources:
             src = self.sources.get(name)
             if src is None:  # could not be built for the checks: now say why
@@ -146,7 +151,13 @@ class Runner:
         if not offline:
             self.pull()
         self.progress("evaluating segments")
-        ev = Evaluation.build(self.project, self.store, self.now)
+        if self.in_place:
+            sources = {n: self.sources.get(n) or make_source(self.project, n, self.now)
+                       for n in self.project.mapping.sources}
+            ev = evaluate_in_place(self.project, sources, self.store, self.now)
+            self._sessions.append(ev.con)
+        else:
+            ev = Evaluation.build(self.project, self.store, self.now)
         for w in text_lines(ev.warnings):
             log.warning("%s", w)
         return ev
@@ -181,7 +192,7 @@ class Runner:
             for i in chosen:
                 cfg = self.project.mapping.destinations[i]
                 with make_destination(self.project, i, self.now) as dest:
-                    plan = DestinationSync(ev, cfg, dest, i).plan()
+                    plan = sync_for(ev, cfg, dest, i).plan()
                 res.plans[cfg.name], out = plan, plan.figures
                 out.readback = self.store.last_readback(cfg.name)  # no call: as last reported
                 if why := self.tripped(cfg, out, force=False):
@@ -262,22 +273,25 @@ class Runner:
     def _record_segments(self, run_id: int, sizes: dict[str, dict[str, int]],
                          ev: Evaluation) -> list[tuple[str, str, int, list]]:
         """Sizes for history and the report; moves between segments since the last run, for
-        every pair in an exclusive group and every transition an alert names."""
-        con, m = self.store.con, self.project.mapping
+        every pair in an exclusive group and every transition an alert names (the members of
+        those segments alone are kept for the next run to compare with)."""
+        m = self.project.mapping
         sent = sent_counts(ev, m.destinations)
         self.store.record_sizes(run_id, {s: {**v, "sent": sent.get(s, 0)}
                                          for s, v in sizes.items()})
+        pairs = {(t.from_, t.to) for al in m.alerts for t in al.transitions}
+        compared = {s for g in m.groups.values() if g.exclusive for s in g.segments}
+        compared |= {s for pair in pairs for s in pair}
         selects = [f"SELECT {lit(s)} AS segment, _key AS key FROM {ev.table(src)} "
-                   f"WHERE {q('m:' + s)}" for s in m.segments
+                   f"WHERE {q('m:' + s)}" for s in m.segments if s in compared
                    for src in [self.project.source_of("segments", s)]]
         if not selects:
             return []
-        con.execute("CREATE OR REPLACE TEMP TABLE _current AS " + " UNION ALL ".join(selects))
+        into_store(ev, " UNION ALL ".join(selects), "_current", ("segment", "key"))
         # every pair of an exclusive group, from its from -> to matrix (one pass per group);
         # the other transitions an alert names, pair by pair
         moves = self.store.record_migrations(run_id, "_current", {
             g: c.segments for g, c in m.groups.items() if c.exclusive})
-        pairs = {(t.from_, t.to) for al in m.alerts for t in al.transitions}
         return self.store.record_memberships(run_id, "_current", sorted(pairs), moves)
 
     def _record_lift_groups(self, run_id: int, ev: Evaluation,
@@ -301,7 +315,20 @@ class Runner:
                                        f"WHERE ({c.label}) = {lit(s)} AND {sendable}"))
                 held.append(f"SELECT _key AS key FROM {table} WHERE {q('m:' + s)} "
                             f"AND {q('h:' + s)} AND {sendable}")
+            if self.in_place:  # only the contacts without a group yet leave the database
+                sent = [(d, self._new_in_group(ev, s, sql, f"_lift_s{j}"))
+                        for j, (d, sql) in enumerate(sent)]
+                held = [self._new_in_group(ev, s, sql, f"_lift_h{j}")
+                        for j, sql in enumerate(held)]
             self.store.record_lift_groups(run_id, s, sent, held)
+
+    def _new_in_group(self, ev: Evaluation, segment: str, select: str, table: str) -> str:
+        """``engine: postgres``: the keys of ``select`` that have no lift group for
+        ``segment`` yet, fetched into the store as temp ``table``; returns a SELECT of it."""
+        into_store(ev, f"SELECT key FROM ({select}) AS _s WHERE NOT EXISTS (SELECT 1 FROM "
+                       f"{SCHEMA}.lift_groups g WHERE g.mapping = {lit(self.store.mapping)} "
+                       f"AND g.segment = {lit(segment)} AND g.key = _s.key)", table, ("key",))
+        return f"SELECT key FROM {table}"
 
     def _destination(self, ev: Evaluation, run_id: int, i: int, dry_run: bool, force: bool,
                      plan_file: dict[str, Any] | None, planned: DestPlan | None = None
@@ -321,7 +348,7 @@ class Runner:
         pushed = False
         try:
             dest = make_destination(self.project, i, self.now)
-            sync = DestinationSync(ev, cfg, dest, i)
+            sync = sync_for(ev, cfg, dest, i)
             ledger = self.store.ledger(cfg.name)
             saved = ledger.saved()
             state, opened, resynced = RemoteState(saved.state, resync=saved.resync), False, False
@@ -420,7 +447,7 @@ class Runner:
         for i in chosen:
             cfg = self.project.mapping.destinations[i]
             with make_destination(self.project, i, self.now) as dest:
-                plans[cfg.name] = DestinationSync(ev, cfg, dest, i).plan()
+                plans[cfg.name] = sync_for(ev, cfg, dest, i).plan()
             if self._changes(plans[cfg.name]) != plan["changes"][cfg.name]:
                 differ.append(cfg.name)
         if differ:

@@ -1,63 +1,173 @@
 """``engine: postgres``: a destination's diff computed in the database that evaluated it.
 
-Desired members (``push.Candidates`` over the evaluation's flags) against a ledger table of
-the same connection; only the adds (key, label, identifiers) and removes (key, value) are
-fetched, the rest is counted there.
+The desired members (``push.Candidates`` over the evaluation's flags) are compared, in that
+database, with the destination's rows of the shared store's ledger there
+(``crmsync.ledger``, this mapping's): the embedded diff's SQL (``Ledger.diff``), so the same
+semantics (adds, updates by fingerprint, removes in mirror mode, unacknowledged batches sent
+again, rejects sent again only when their value changed). Only the counts and the changed
+rows leave it, into the store's working copy (temp table ``_d<i>_diff``), from where the push
+and its checkpoints run as on the embedded engine.
+
+Values and fingerprints are the embedded engine's: a destination's ``encode_sql`` in the
+Postgres dialect, or for identity encoders that run in Python (hashing for the ad platforms)
+the fingerprint of the identifier input as the same JSON text, the fetched rows then encoded
+through the identity cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
 
+from ...connectors.base import Destination
+from ..errors import Reject
 from ..mapping.model import DestinationConfig
 from ..segments.engine import Evaluation
 from ..segments.warehouse import materialize
 from ..sql import lit, q
-from .push import Candidates
+from ..store.figures import DestinationFigures
+from ..store.ledger import FORGETTABLE
+from ..store.shared import SCHEMA
+from .push import DestinationSync, DestPlan, count_all
+
+DIFF_COLUMNS = ("op", "key", "label", "value", "previous", "fp")
 
 
-@dataclass
-class Diff:
-    """One destination's changes, as fetched from the database."""
-
-    desired: int
-    unchanged: int
-    adds: list[tuple]  # (key, label, identifier texts in the order of ``id_names``)
-    removes: list[tuple]  # (key, ledger value)
-    id_names: list[str]
+def json_object(columns: dict[str, str]) -> str:
+    """Postgres SQL: the text DuckDB's ``to_json`` gives a struct of these text columns
+    (name -> SQL), e.g. ``{"email":"a@b.example","phone":null}``."""
+    parts = [f"'{json.dumps(n)[:-1]}\":' || coalesce(to_json(CAST({c} AS text))::text, 'null')"
+             for n, c in columns.items()]
+    return "('{' || " + " || ',' || ".join(parts) + " || '}')" if parts else "'{}'"
 
 
-def diff(ev: Evaluation, cfg: DestinationConfig, ledger: str, dest_column: str = "dest",
-         extra: dict[str, str] | None = None) -> Diff:
-    """Desired members of ``cfg`` against the ledger table ``ledger`` (columns ``dest``,
-    ``key``, ``value``, ``state``; ``extra``: more column = value filters, e.g. the mapping
-    name of a shared store), computed in the database: only the adds (key, label,
-    identifiers) and the removes (key, value) are fetched; the rest are counted there.
-    A ledger row in state ``member``/``preexisting`` counts as synced, ``pending``/
-    ``removing``/``rejected`` as not (re-sent), as in the embedded engine's diff."""
-    c = Candidates.of(ev, cfg)
-    ids = list(c.id_cols)
-    desired = c.desired(ev.table(c.source))
-    where = " AND ".join([f"{q(dest_column)} = {lit(cfg.name)}",
-                          *(f"{q(k)} = {lit(v)}" for k, v in (extra or {}).items())])
-    led = f"(SELECT key, value, state FROM {ledger} WHERE {where})"
-    con = ev.con
+class WarehouseSync(DestinationSync):
+    """``DestinationSync`` whose diff runs in the Postgres database holding the contacts
+    (``Evaluation.con``) against the store's ledger there; ``fetched``: the rows it read."""
+
+    def __init__(self, ev: Evaluation, cfg: DestinationConfig, dest: Destination, index: int):
+        super().__init__(ev, cfg, dest, index)
+        self.pg = ev.con
+        self.con = ev.store.con  # the working copy: the diff's rows, the ledger, the push
+        self.fetched = 0
+
+    def plan(self, figures: DestinationFigures | None = None) -> DestPlan:
+        cfg, ev, pg, t = self.cfg, self.ev, self.pg, self.t
+        p = figures or DestinationFigures(cfg.name, cfg.segment, cfg.group)
+        p.planned, p.rejects = True, []
+        if cfg.name not in ev.dest_counts:
+            count_all(ev, [cfg])
+        p.held_out, p.suppressed, p.no_consent, p.no_identifier = ev.dest_counts[cfg.name]
+        materialize(pg, f"{t}_desired", self.cands.desired(ev.table(self.source)),
+                    analyze=True)
+        icols = {n: f"d.{q('i:' + n)}" for n in self.cands.id_cols}
+        kind, python = self.dest.value, False
+        if kind == "none":
+            value, fp = "''", "''"
+        elif kind == "label":
+            value, fp = "d.label", "d.label"
+        elif (sql := self.dest.encode_sql(icols, "postgres")) is not None:
+            value, fp = sql, f"md5({sql})"
+        else:  # the identifier input, encoded in Python once fetched
+            python = True
+            value = json_object(icols)
+            fp = f"md5({value})"
+        store = ev.store
+        led = (f"(SELECT key, fp, value, state FROM {SCHEMA}.ledger WHERE mapping = "
+               f"{lit(store.mapping)} AND dest = {lit(cfg.name)})")
+        diff = self.ledger.diff(f"SELECT * FROM {q(t + '_desired')}", value, fp,
+                                cfg.mode == "mirror", rows=led)
+        row = pg.execute(diff.counts).fetchone()
+        p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
+        ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
+               if n}
+        self._fetch(diff.only(ops), f"{t}_raw" if python else f"{t}_diff")
+        gone = (f"SELECT l.key FROM {led} l WHERE l.state IN {FORGETTABLE} AND NOT EXISTS "
+                f"(SELECT 1 FROM {q(t + '_desired')} d WHERE d.key = l.key)")
+        self._fetch(gone, f"{t}_gone", ("key",))
+        if python:
+            self._encode_fetched(p)
+        desired = (f"SELECT key FROM ledger WHERE dest = {lit(cfg.name)} "
+                   f"AND key NOT IN (SELECT key FROM {t}_gone)")
+        return DestPlan(p, desired, f"{t}_diff", "", made=True)
+
+    def _fetch(self, select: str, table: str, columns: tuple[str, ...] = DIFF_COLUMNS
+               ) -> None:
+        self.fetched += fetch(self.pg, self.con, select, table, columns)
+
+    def _encode_fetched(self, p: DestinationFigures) -> None:
+        """The fetched adds and updates carry the identifier input as ``value``: encode each
+        distinct one once, through the store's identity cache. One that does not encode is
+        not desired, as on the embedded engine: counted as no identifier (and an update of
+        it becomes a remove in mirror mode)."""
+        con, t = self.con, self.t
+        region = self.source_cfg.identity.phone_region
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_in AS SELECT key, label, value AS "
+                    f"ident, fp FROM {t}_raw WHERE op <> 'remove'")
+        cache = self.ev.store.identity_cache(self.encoder_id())
+
+        def encode(ident: str) -> tuple[str | None, str | None]:
+            try:
+                return self.dest.encode({**json.loads(ident), "phone_region": region}), None
+            except Reject as exc:
+                return None, exc.reason
+
+        cache.fill(f"{t}_in", encode)
+        refused = cache.refused(f"{t}_in")
+        mirror = self.cfg.mode == "mirror"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {t}_diff AS "
+            f"SELECT r.op, r.key, r.label, e.value, r.previous, r.fp FROM {t}_raw r "
+            f"JOIN ({cache.encoded(f'{t}_in')}) e USING (key) WHERE r.op <> 'remove' "
+            f"UNION ALL SELECT * FROM {t}_raw WHERE op = 'remove' "
+            + (f"UNION ALL SELECT 'remove', r.key, NULL, NULL, r.previous, r.fp FROM {t}_raw r "
+               f"WHERE r.op = 'update' AND r.key IN (SELECT unnest(?))" if mirror else ""),
+            [[k for k, _ in refused]] if mirror else None)
+        ops = dict(con.execute(f"SELECT op, count(*) FROM {t}_raw WHERE key IN "
+                               f"(SELECT unnest(?)) GROUP BY op", [[k for k, _ in refused]]
+                               ).fetchall())
+        p.desired -= len(refused)
+        p.add -= ops.get("add", 0)
+        p.update -= ops.get("update", 0)
+        p.remove += ops.get("update", 0) if mirror else 0
+        p.no_identifier += len(refused)
+        p.rejects = [(k, f"no_identifier: {r}") for k, r in refused]
+        con.execute(f"INSERT INTO {t}_gone SELECT unnest(?)", [[k for k, _ in refused]])
+
+
+def fetch(pg: Any, duck: Any, select: str, table: str, columns: tuple[str, ...]) -> int:
+    """The rows of ``select`` (Postgres; ``columns``, text) into DuckDB temp table ``table``,
+    through COPY (NULL and the empty text kept apart); returns how many."""
+    names = ", ".join(q(c) for c in columns)
+    with tempfile.TemporaryDirectory(prefix="crmsync-fetch-") as tmp:
+        path = Path(tmp) / "rows.csv"
+        with pg.cursor() as cur, path.open("wb") as fh, cur.copy(
+                f"COPY (SELECT {names} FROM ({select}) AS _f) TO STDOUT (FORMAT csv)") as copy:
+            for block in copy:
+                fh.write(block)
+        types = ", ".join(f"{lit(c)}: 'VARCHAR'" for c in columns)
+        duck.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv("
+            f"{lit(str(path))}, header=false, auto_detect=false, columns={{{types}}}, "
+            f"quote='\"', escape='\"', allow_quoted_nulls=false)")
+    return int(duck.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def into_store(ev: Evaluation, select: str, table: str, columns: tuple[str, ...]) -> None:
+    """The rows of ``select`` (over the evaluation's tables; ``columns``, text) as temp table
+    ``table`` of the store's connection: made there on the embedded engine, fetched from
+    the database with ``engine: postgres``."""
     if ev.engine == "postgres":
-        materialize(con, "_desired", desired, analyze=True)
+        fetch(ev.con, ev.store.con, select, table, columns)
     else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _desired AS {desired}")
-    synced = "l.state IN ('member', 'preexisting')"
-    n, unchanged = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {synced}) FROM _desired d "
-        f"LEFT JOIN {led} l USING (key)").fetchone()
-    cols = "".join(f", d.{q('i:' + i)}" for i in ids)
-    adds = con.execute(
-        f"SELECT d.key, d.label{cols} FROM _desired d LEFT JOIN {led} l USING (key) "
-        f"WHERE l.key IS NULL OR NOT {synced} ORDER BY d.key").fetchall()
-    removes = []
-    if cfg.mode == "mirror":
-        removes = con.execute(
-            f"SELECT l.key, l.value FROM {led} l WHERE l.state IN ('member', 'pending', "
-            f"'removing') AND NOT EXISTS (SELECT 1 FROM _desired d WHERE d.key = l.key) "
-            f"ORDER BY l.key").fetchall()
-    return Diff(int(n), int(unchanged), adds, removes, ids)
+        ev.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
+
+
+def sync_for(ev: Evaluation, cfg: DestinationConfig, dest: Destination, index: int
+             ) -> DestinationSync:
+    """The destination's diff and push for the evaluation's engine."""
+    cls = WarehouseSync if ev.engine == "postgres" else DestinationSync
+    return cls(ev, cfg, dest, index)
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlglot import exp
+
 from ..errors import CrmsyncError
 from ..mapping.model import AllOf, AnyOf, Condition, FieldCond, Not, SegmentRef
 from ..mapping.scores import score_fields
@@ -27,7 +29,7 @@ def _describe(cond: Condition) -> str:
 def explain(runner: Any, who: str, offline: bool = True) -> dict[str, Any]:
     with runner.store.lock():
         ev = runner.evaluate(offline)
-        project, con = runner.project, runner.store.con
+        project, con = runner.project, ev.con  # where the evaluation ran
         for source, scfg in project.mapping.sources.items():
             table = ev.view(source)
             email = scfg.identity.email
@@ -46,8 +48,10 @@ def _explain_row(ev: Any, source: str, key: str) -> dict[str, Any]:
     scored = q(f"scored_{source}")
     comp = ev.compiler(source, scored)
 
-    def value_of(sql: str) -> Any:
-        return con.execute(f"SELECT {sql} FROM {table} WHERE _key = ?", [key]).fetchone()[0]
+    def value_of(sql: str | exp.Expression) -> Any:
+        if isinstance(sql, exp.Expression):
+            sql = ev.sql(sql)
+        return con.execute(f"SELECT {sql} FROM {table} WHERE _key = {lit(key)}").fetchone()[0]
 
     def node(cond: Condition) -> dict[str, Any]:
         out: dict[str, Any] = {"condition": _describe(cond),

@@ -13,7 +13,7 @@ from ..sql import q
 def segment_report(runner: Any, offline: bool = True) -> dict[str, Any]:
     with runner.store.lock():
         ev = runner.evaluate(offline)
-        project, con = runner.project, runner.store.con
+        project, con = runner.project, ev.con  # where the evaluation ran
         sizes = ev.segment_sizes()
         # sent: members that at least one of their destinations would receive
         sent = sent_counts(ev, project.mapping.destinations)

@@ -19,7 +19,8 @@ from ..mapping.loader import Project
 from ..mapping.model import FieldType
 from ..mapping.values import CHECKED
 from ..sql import q
-from ..sql.portable import PG_CASE_COLLATION, render
+from ..sql.portable import PG_CASE_COLLATION, Raw, render
+from ..store.snapshot import key_problems, layout
 from ..store.typed import typed_rows
 from .engine import Evaluation, Relation
 
@@ -87,3 +88,42 @@ def evaluate(project: Project, conn: Any, relations: dict[str, Relation], now: d
     """Evaluate every source in Postgres over ``relations`` (see ``table_relation``)."""
     prepare(conn)
     return Evaluation.build_on(project, conn, "postgres", relations, now)
+
+
+def evaluate_in_place(project: Project, sources: dict[str, Any], store: Any, now: datetime
+                      ) -> Evaluation:
+    """``engine: postgres``: every source (a ``connectors.postgres.PostgresSource``) typed
+    and evaluated where it lives, in one session of its database that writes nothing but
+    its temp tables (a source ``query:`` is refused unless read-only, see the source);
+    ``store``: the mapping's store in that database, which the diffs read (its ledger) and
+    the push writes. Rows without a key, or repeating one, are left out with the warning a
+    pull gives. The session is ``Evaluation.con``; close it when done."""
+    conn = next(iter(sources.values())).connect()
+    conn.read_only = False  # temp tables are made and dropped (never other tables)
+    conn.autocommit = True
+    relations, warnings = {}, []
+    for name, src in sources.items():
+        schema = src.schema()
+        texts = layout(src.key, schema, project.mapping.sources[name].identity.fields().values())
+        relations[name] = table_relation(Raw(this=f"({src.text_select()}) AS _src"), src.key,
+                                         schema, texts["texts"], conn, name)
+        warnings += [f"source '{name}': {w}" for w in _unique_keys(conn, f"typed_{name}")]
+    ev = evaluate(project, conn, relations, now)
+    ev.store = store
+    ev.warnings[:0] = warnings
+    return ev
+
+
+def _unique_keys(conn: Any, table: str) -> list[str]:
+    """Drop the rows of temp table ``table`` without a key and all but one of each repeated
+    key; return what was wrong."""
+    n, blank, keys = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE coalesce(_key, '') = ''), "
+        f"count(DISTINCT NULLIF(_key, '')) FROM {q(table)}").fetchone()
+    if n == keys:
+        return []
+    problems = key_problems(conn, q(table), n, blank, keys)
+    conn.execute(f"DELETE FROM {q(table)} WHERE coalesce(_key, '') = ''")
+    conn.execute(f"DELETE FROM {q(table)} a USING {q(table)} b WHERE a._key = b._key "
+                 f"AND a.ctid > b.ctid")
+    return problems

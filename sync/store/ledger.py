@@ -94,17 +94,22 @@ class Ledger:
         return f"(SELECT * FROM ledger WHERE dest = {lit(self.dest)})"
 
     # ------------------------------------------------------------ diff
-    def diff(self, desired: str, value: str, fp: str, mirror: bool) -> Diff:
+    def diff(self, desired: str, value: str, fp: str, mirror: bool,
+             rows: str | None = None) -> Diff:
         """``desired``: a SELECT of key and label (and what ``value`` / ``fp`` read, as
-        columns of ``d``); ``value`` and ``fp``: SQL of what is sent and its fingerprint."""
-        led, d = self._rows(), f"({desired}) d"
+        columns of ``d``); ``value`` and ``fp``: SQL of what is sent and its fingerprint.
+        ``rows``: the destination's ledger rows as another database holds them (the same
+        diff, as SQL Postgres runs too: ``engine: postgres``); default the store's."""
+        led, d = rows or self._rows(), f"({desired}) d"
 
         def add(fp: str) -> str:
             return (f"l.key IS NULL OR l.state IN {UNSETTLED} "
                     f"OR (l.state = {lit(S.rejected.value)} AND l.fp IS DISTINCT FROM {fp})")
 
         kept = f"l.state IN {KEPT}"
-        gone = f"FROM {led} l ANTI JOIN {d} USING (key) WHERE l.state IN {HELD}"
+        gone = (f"FROM {led} l ANTI JOIN {d} USING (key) WHERE l.state IN {HELD}" if rows is None
+                else f"FROM {led} l WHERE l.state IN {HELD} AND NOT EXISTS (SELECT 1 FROM {d} "
+                     f"WHERE d.key = l.key)")
         parts = {
             "add": f"SELECT 'add' AS op, d.key, d.label, {value} AS value, NULL::VARCHAR AS "
                    f"previous, {fp} AS fp FROM {d} LEFT JOIN {led} l USING (key) "
@@ -122,7 +127,7 @@ class Ledger:
               count(*) FILTER (WHERE {kept} AND l.fp IS DISTINCT FROM dfp),
               count(*) FILTER (WHERE {kept} AND l.fp IS NOT DISTINCT FROM dfp),
               (SELECT count(*) {gone}) * {int(mirror)},
-              (SELECT count(*) FROM {led} WHERE state = {lit(S.member.value)})
+              (SELECT count(*) FROM {led} AS _l WHERE state = {lit(S.member.value)})
             FROM ({matched}) l"""
         return Diff(parts, counts)
 

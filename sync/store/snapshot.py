@@ -37,6 +37,24 @@ def layout(key_field: str, schema: dict[str, FieldType], identity: Iterable[str]
                              if f != key_field and schema.get(f) in TEXT_KEPT})}
 
 
+def key_problems(con: Any, table: str, n: int, blank: int, keys: int) -> list[str]:
+    """What is wrong with the keys of ``table`` (``_key``; ``n`` rows, ``blank`` without a
+    key, ``keys`` distinct keys), as pull warnings (any SQL connection, DuckDB or
+    Postgres)."""
+    problems = []
+    if blank:
+        problems.append(f"{blank} row(s) have no key and were not read; give every row "
+                        "a key")
+    if n - blank > keys:
+        dup = [r[0] for r in con.execute(
+            f"SELECT _key FROM {table} WHERE _key <> '' GROUP BY _key HAVING count(*) > 1 "
+            f"ORDER BY _key LIMIT {KEY_SAMPLE + 1}").fetchall()]
+        listed = ", ".join(dup[:KEY_SAMPLE]) + (", ..." if len(dup) > KEY_SAMPLE else "")
+        problems.append(f"{n - blank - keys} row(s) repeat the key of an earlier row "
+                        f"(keys {listed}); only the first row of each key was read")
+    return problems
+
+
 class Snapshots:
     """The snapshot part of ``Store`` (``con`` and ``transaction`` are the store's)."""
 
@@ -146,17 +164,7 @@ class Snapshots:
             f"count(DISTINCT NULLIF(_key, '')) FROM {table}").fetchone()
         if n == keys:
             return n, []
-        problems = []
-        if blank:
-            problems.append(f"{blank} row(s) have no key and were not read; give every row "
-                            "a key")
-        if n - blank > keys:
-            dup = [r[0] for r in con.execute(
-                f"SELECT _key FROM {table} WHERE _key <> '' GROUP BY _key HAVING count(*) > 1 "
-                f"ORDER BY _key LIMIT {KEY_SAMPLE + 1}").fetchall()]
-            listed = ", ".join(dup[:KEY_SAMPLE]) + (", ..." if len(dup) > KEY_SAMPLE else "")
-            problems.append(f"{n - blank - keys} row(s) repeat the key of an earlier row "
-                            f"(keys {listed}); only the first row of each key was read")
+        problems = key_problems(con, table, n, blank, keys)
         # the first row of each key, in the pull's order
         con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * EXCLUDE (_n) FROM "
                     f"(SELECT *, row_number() OVER () AS _n FROM ({rows})) WHERE _key <> '' "
