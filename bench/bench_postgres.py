@@ -5,13 +5,11 @@ text columns there (seeded: every value derives from md5 of the row number and a
 mapping with RFM, a weighted score, top_percent, within_last, multi-select, an exclusive
 group, a holdout, a suppression and consent, over 4 destinations. Then, in one run:
 
-* postgres: plan (evaluate + diff against a ledger table in the same database) on an empty
-  ledger, record the adds in the ledger (COPY), change 1% of the rows (stage flips), plan
-  again: rows and bytes that left the database, and time, for each plan;
-* duckdb: the same data pulled out of Postgres (COPY ... TO STDOUT, what the embedded engine
-  must do every run), evaluated and diffed in DuckDB against the same ledger, before and
-  after the same change;
-* both engines' desired sets are compared destination by destination.
+* a first ``run`` (fills 4 csv destinations) and, after 1% of the rows changed (stage
+  flips), a ``plan``, each through the Runner (what the CLI runs) on two mappings over the
+  same table: ``engine: postgres`` (evaluated and diffed in the database, its store in the
+  same database) and the embedded engine (a postgres source pulled whole into DuckDB);
+* time, rows and bytes that left the database, and the diffs compared engine by engine.
 
     python bench/bench_postgres.py               # 1,000,000 contacts
     python bench/bench_postgres.py --n 100000    # quick
@@ -20,7 +18,6 @@ group, a holdout, a suppression and consent, over 4 destinations. Then, in one r
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -92,93 +89,38 @@ def mapping() -> dict[str, Any]:
     }
 
 
-class Meter:
-    """Counts the rows and bytes a connection hands to Python."""
+def run(path: Path, env: dict[str, str], command: str) -> tuple[Any, float, int, int]:
+    """One ``crmsync plan`` or ``run`` of the mapping, in process: its result, seconds, and
+    the rows and bytes the Postgres engine's diffs fetched (0 on the embedded engine)."""
+    import os
 
-    def __init__(self, conn: Any):
-        self.conn, self.rows, self.bytes = conn, 0, 0
+    from crmsync.sync.mapping.loader import load
+    from crmsync.sync.pipeline.runner import Runner
+    from crmsync.sync.pipeline.warehouse import WarehouseSync
 
-    def _count(self, rows: list) -> list:
-        self.rows += len(rows)
-        self.bytes += sum(len(str(v).encode()) for r in rows for v in r if v is not None)
-        return rows
+    fetched = [0, 0]
+    plan = WarehouseSync.plan
 
-    def execute(self, sql: str, params: Any = None) -> Any:
-        cur = self.conn.execute(sql, params) if params is not None else self.conn.execute(sql)
-        meter = self
+    def counting(self: Any, *a: Any, **kw: Any) -> Any:
+        out = plan(self, *a, **kw)
+        fetched[0] += self.fetched
+        fetched[1] += self.fetched_bytes
+        return out
 
-        class Cursor:
-            def fetchone(self):
-                row = cur.fetchone()
-                return meter._count([row])[0] if row is not None else None
-
-            def fetchall(self):
-                return meter._count(cur.fetchall())
-        return Cursor()
-
-    def cursor(self) -> Any:
-        return self.conn.cursor()
-
-
-def plan(project: Any, con: Any, engine: str, table: Any) -> tuple[dict, float]:
-    from crmsync.sync.mapping.model import FieldType
-    from crmsync.sync.pipeline.warehouse import diff
-    from crmsync.sync.segments import warehouse
-    from crmsync.sync.segments.engine import Evaluation
-
-    schema = {"id": FieldType.string, "email": FieldType.string,
-              **{k: FieldType(v) for k, v in SCHEMA.items()}}
-    t0 = time.perf_counter()
-    rel = warehouse.table_relation(table, "id", schema, [],
-                                   conn=con if engine == "postgres" else None)
-    if engine == "postgres":
-        ev = warehouse.evaluate(project, con, {"crm": rel}, NOW)
-    else:
-        ev = Evaluation.build_on(project, con, "duckdb", {"crm": rel}, NOW)
-    diffs = {d.name: diff(ev, d, "ledger") for d in project.mapping.destinations}
-    return diffs, time.perf_counter() - t0
-
-
-def pull_into_duckdb(pg: Any, duck: Any, tmp: Path) -> tuple[int, int, float]:
-    """The embedded engine's pull: the whole table out of Postgres (COPY), into DuckDB."""
-    t0 = time.perf_counter()
-    buf = io.BytesIO()
-    with pg.cursor() as cur, cur.copy("COPY contacts TO STDOUT (FORMAT csv, HEADER)") as cp:
-        for chunk in cp:
-            buf.write(chunk)
-    path = tmp / "contacts.csv"
-    path.write_bytes(buf.getvalue())
-    duck.execute(f"CREATE OR REPLACE TABLE contacts AS SELECT * FROM read_csv('{path}', "
-                 f"all_varchar = true, header = true)")
-    rows = duck.execute("SELECT count(*) FROM contacts").fetchone()[0]
-    return rows, len(buf.getvalue()), time.perf_counter() - t0
-
-
-def record(pg: Any, duck: Any, diffs: dict) -> None:
-    """A successful push: adds become ledger members, removes leave (both ledgers)."""
-    data = [(name, a[0]) for name, d in diffs.items() for a in d.adds]
-    gone = [(name, r[0]) for name, d in diffs.items() for r in d.removes]
-    with pg.cursor() as cur:
-        with cur.copy("COPY ledger (dest, key) FROM STDIN") as cp:
-            for row in data:
-                cp.write_row(row)
-        cur.executemany("DELETE FROM ledger WHERE dest = %s AND key = %s", gone)
-        cur.execute("ANALYZE ledger")  # as autovacuum would after a bulk load
-    if data:
-        dests, keys = zip(*data, strict=True)
-        duck.execute("INSERT INTO ledger (dest, key) SELECT unnest(?), unnest(?)",
-                     [list(dests), list(keys)])
-    for d, k in gone:
-        duck.execute("DELETE FROM ledger WHERE dest = ? AND key = ?", [d, k])
+    os.environ.update(env)
+    WarehouseSync.plan = counting  # type: ignore[method-assign]
+    try:
+        t0 = time.perf_counter()
+        with Runner(load(path), as_of=NOW) as r:
+            res = r.plan() if command == "plan" else r.run()
+        return res, time.perf_counter() - t0, fetched[0], fetched[1]
+    finally:
+        WarehouseSync.plan = plan  # type: ignore[method-assign]
 
 
 def main() -> None:
-    import duckdb
     import psycopg
     from pgserver import start_server
-
-    from crmsync.sync.mapping.loader import load
-    from crmsync.sync.segments import warehouse
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -188,35 +130,46 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp_s, \
                 psycopg.connect(server.dsn, autocommit=True) as pg:
             tmp = Path(tmp_s)
-            (tmp / "mapping.yaml").write_text(yaml.safe_dump(mapping()), encoding="utf-8")
-            project = load(tmp / "mapping.yaml")
+            paths = {}
+            for engine in ("postgres", "duckdb"):
+                m = mapping()
+                m["name"] = f"bench-{engine}"
+                m["connections"] = {"wh": {"type": "postgres", "dsn": "${BENCH_DSN}"}}
+                m["sources"]["crm"] = {"connection": "wh", "table": "contacts", "key": "id",
+                                       "schema": SCHEMA, "identity": {"email": "email"}}
+                if engine == "duckdb":
+                    del m["engine"]
+                (tmp / engine).mkdir()
+                paths[engine] = tmp / engine / "mapping.yaml"
+                paths[engine].write_text(yaml.safe_dump(m), encoding="utf-8")
+            env = {"BENCH_DSN": server.dsn}
             t0 = time.perf_counter()
             pg.execute(GENERATE, [args.n])
-            pg.execute("CREATE TABLE ledger (dest text, key text, value text DEFAULT '', "
-                       "state text DEFAULT 'member', PRIMARY KEY (dest, key))")
             pg.execute("ANALYZE contacts")
             print(f"{args.n:,} contacts generated in Postgres in {time.perf_counter() - t0:.1f}s")
-            duck = duckdb.connect()
-            duck.execute("SET TimeZone = 'UTC'")
-            duck.execute("CREATE TABLE ledger (dest VARCHAR, key VARCHAR, value VARCHAR "
-                         "DEFAULT '', state VARCHAR DEFAULT 'member', PRIMARY KEY (dest, key))")
-            table = warehouse.table_name("contacts")
-            print(f"{'':28}{'plan s':>8}{'rows out':>12}{'bytes out':>14}  adds/removes")
-            for label in ("first plan (empty ledger)", "after 1% of rows changed"):
-                meter = Meter(pg)
-                pdiffs, pt = plan(project, meter, "postgres", table)
-                rows, nbytes, pull_t = pull_into_duckdb(pg, duck, tmp)
-                ddiffs, dt = plan(project, duck, "duckdb", table)
-                same = all({a[0] for a in pdiffs[n].adds} == {a[0] for a in ddiffs[n].adds}
-                           and pdiffs[n].removes == ddiffs[n].removes for n in pdiffs)
-                changes = sum(len(d.adds) + len(d.removes) for d in pdiffs.values())
-                print(f"{label}")
-                print(f"  postgres (in place)       {pt:8.2f}{meter.rows:12,}{meter.bytes:14,}"
-                      f"  {changes:,}")
-                print(f"  duckdb (pull + plan)      {pull_t + dt:8.2f}{rows:12,}{nbytes:14,}"
-                      f"  (pull {pull_t:.2f}s + evaluate/diff {dt:.2f}s); same diff: {same}")
-                record(pg, duck, pdiffs)
-                if label.startswith("first"):
+            print(f"{'':32}{'s':>8}{'rows out':>12}{'bytes out':>14}  adds/removes/updates")
+            table_bytes = pg.execute("SELECT sum(octet_length(c::text)) FROM contacts c"
+                                     ).fetchone()[0]
+            for step in ("run (first fill)", "plan after 1% of rows changed"):
+                command = "run" if step.startswith("run") else "plan"
+                print(step)
+                out = {}
+                for engine in ("postgres", "duckdb"):
+                    res, secs, rows, nbytes = run(paths[engine], env, command)
+                    if engine == "duckdb":  # it pulls the whole table every run
+                        rows, nbytes = args.n, int(table_bytes)
+                    figs = {d.name: (d.add, d.remove, d.update) for d in res.destinations}
+                    out[engine] = figs
+                    changes = sum(sum(v) for v in figs.values())
+                    where = "in place" if engine == "postgres" else "pull + plan"
+                    print(f"  {engine + ' (' + where + ')':30}{secs:8.2f}{rows:12,}"
+                          f"{nbytes:14,}  {changes:,}")
+                print(f"  same diffs on both engines: {out['postgres'] == out['duckdb']}")
+                if command == "run":
+                    ledger = pg.execute("SELECT count(*) FROM crmsync.ledger WHERE mapping = "
+                                        "'bench-postgres'").fetchone()[0]
+                    print(f"  (the Postgres store's working copy loads its {ledger:,} ledger "
+                          f"rows at the start of each run)")
                     n = pg.execute("UPDATE contacts SET stage = CASE WHEN stage = ' customer' "
                                    "THEN 'lead' ELSE ' customer' END, employees = '900' "
                                    "WHERE right(id, 2) = '07'").rowcount

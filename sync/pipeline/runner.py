@@ -25,7 +25,7 @@ from ..sql import lit, q
 from ..store.database import Store
 from ..store.figures import DestinationFigures
 from ..store.ledger import Ledger
-from ..store.shared import SCHEMA, open_store
+from ..store.shared import open_store
 from ..store.snapshot import layout
 from .alerts import Event, send
 from .build import make_destination, make_source
@@ -325,9 +325,7 @@ class Runner:
     def _new_in_group(self, ev: Evaluation, segment: str, select: str, table: str) -> str:
         """``engine: postgres``: the keys of ``select`` that have no lift group for
         ``segment`` yet, fetched into the store as temp ``table``; returns a SELECT of it."""
-        into_store(ev, f"SELECT key FROM ({select}) AS _s WHERE NOT EXISTS (SELECT 1 FROM "
-                       f"{SCHEMA}.lift_groups g WHERE g.mapping = {lit(self.store.mapping)} "
-                       f"AND g.segment = {lit(segment)} AND g.key = _s.key)", table, ("key",))
+        into_store(ev, self.store.without_group(segment, select), table, ("key",))
         return f"SELECT key FROM {table}"
 
     def _destination(self, ev: Evaluation, run_id: int, i: int, dry_run: bool, force: bool,

@@ -28,8 +28,6 @@ from ..segments.engine import Evaluation
 from ..segments.warehouse import materialize
 from ..sql import lit, q
 from ..store.figures import DestinationFigures
-from ..store.ledger import FORGETTABLE
-from ..store.shared import SCHEMA
 from .push import DestinationSync, DestPlan, count_all
 
 DIFF_COLUMNS = ("op", "key", "label", "value", "previous", "fp")
@@ -45,13 +43,13 @@ def json_object(columns: dict[str, str]) -> str:
 
 class WarehouseSync(DestinationSync):
     """``DestinationSync`` whose diff runs in the Postgres database holding the contacts
-    (``Evaluation.con``) against the store's ledger there; ``fetched``: the rows it read."""
+    (``Evaluation.con``) against the store's ledger there."""
 
     def __init__(self, ev: Evaluation, cfg: DestinationConfig, dest: Destination, index: int):
         super().__init__(ev, cfg, dest, index)
         self.pg = ev.con
         self.con = ev.store.con  # the working copy: the diff's rows, the ledger, the push
-        self.fetched = 0
+        self.fetched = self.fetched_bytes = 0  # rows and bytes read from the database
 
     def plan(self, figures: DestinationFigures | None = None) -> DestPlan:
         cfg, ev, pg, t = self.cfg, self.ev, self.pg, self.t
@@ -74,28 +72,24 @@ class WarehouseSync(DestinationSync):
             python = True
             value = json_object(icols)
             fp = f"md5({value})"
-        store = ev.store
-        led = (f"(SELECT key, fp, value, state FROM {SCHEMA}.ledger WHERE mapping = "
-               f"{lit(store.mapping)} AND dest = {lit(cfg.name)})")
         diff = self.ledger.diff(f"SELECT * FROM {q(t + '_desired')}", value, fp,
-                                cfg.mode == "mirror", rows=led)
+                                cfg.mode == "mirror", rows=self.ledger.in_database())
         row = pg.execute(diff.counts).fetchone()
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
         ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
                if n}
         self._fetch(diff.only(ops), f"{t}_raw" if python else f"{t}_diff")
-        gone = (f"SELECT l.key FROM {led} l WHERE l.state IN {FORGETTABLE} AND NOT EXISTS "
-                f"(SELECT 1 FROM {q(t + '_desired')} d WHERE d.key = l.key)")
-        self._fetch(gone, f"{t}_gone", ("key",))
+        self._fetch(self.ledger.forgettable_in_database(q(t + "_desired")), f"{t}_gone",
+                    ("key",))
         if python:
             self._encode_fetched(p)
-        desired = (f"SELECT key FROM ledger WHERE dest = {lit(cfg.name)} "
-                   f"AND key NOT IN (SELECT key FROM {t}_gone)")
-        return DestPlan(p, desired, f"{t}_diff", "", made=True)
+        return DestPlan(p, self.ledger.kept_but(f"{t}_gone"), f"{t}_diff", "", made=True)
 
     def _fetch(self, select: str, table: str, columns: tuple[str, ...] = DIFF_COLUMNS
                ) -> None:
-        self.fetched += fetch(self.pg, self.con, select, table, columns)
+        rows, size = fetch(self.pg, self.con, select, table, columns)
+        self.fetched += rows
+        self.fetched_bytes += size
 
     def _encode_fetched(self, p: DestinationFigures) -> None:
         """The fetched adds and updates carry the identifier input as ``value``: encode each
@@ -137,9 +131,11 @@ class WarehouseSync(DestinationSync):
         con.execute(f"INSERT INTO {t}_gone SELECT unnest(?)", [[k for k, _ in refused]])
 
 
-def fetch(pg: Any, duck: Any, select: str, table: str, columns: tuple[str, ...]) -> int:
+def fetch(pg: Any, duck: Any, select: str, table: str, columns: tuple[str, ...]
+          ) -> tuple[int, int]:
     """The rows of ``select`` (Postgres; ``columns``, text) into DuckDB temp table ``table``,
-    through COPY (NULL and the empty text kept apart); returns how many."""
+    through COPY (NULL and the empty text kept apart); returns how many, and their bytes
+    as sent."""
     names = ", ".join(q(c) for c in columns)
     with tempfile.TemporaryDirectory(prefix="crmsync-fetch-") as tmp:
         path = Path(tmp) / "rows.csv"
@@ -152,7 +148,8 @@ def fetch(pg: Any, duck: Any, select: str, table: str, columns: tuple[str, ...])
             f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv("
             f"{lit(str(path))}, header=false, auto_detect=false, columns={{{types}}}, "
             f"quote='\"', escape='\"', allow_quoted_nulls=false)")
-    return int(duck.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        size = path.stat().st_size
+    return int(duck.execute(f"SELECT count(*) FROM {table}").fetchone()[0]), size
 
 
 def into_store(ev: Evaluation, select: str, table: str, columns: tuple[str, ...]) -> None:

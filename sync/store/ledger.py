@@ -28,6 +28,8 @@ class _Store(Protocol):
 
     def transaction(self, touched: tuple[str, str, list[Any]] | None = None) -> Any: ...
 
+    def shared_table(self, table: str) -> str: ...
+
     def _committed(self) -> None: ...
 
 
@@ -130,6 +132,25 @@ class Ledger:
               (SELECT count(*) FROM {led} AS _l WHERE state = {lit(S.member.value)})
             FROM ({matched}) l"""
         return Diff(parts, counts)
+
+    # ------------------------------------------------------------ engine: postgres
+    def in_database(self) -> str:
+        """This destination's rows (key, fp, value, state) as the shared store's database
+        holds them, for ``diff(rows=...)`` run there."""
+        return (f"(SELECT key, fp, value, state FROM {self.store.shared_table('ledger')} "
+                f"AS _l WHERE dest = {lit(self.dest)})")
+
+    def forgettable_in_database(self, desired: str) -> str:
+        """Postgres SQL: the keys ``drop_gone`` forgets given ``desired`` (a table of the
+        desired keys in that database)."""
+        return (f"SELECT l.key FROM {self.in_database()} l WHERE l.state IN {FORGETTABLE} "
+                f"AND NOT EXISTS (SELECT 1 FROM {desired} d WHERE d.key = l.key)")
+
+    def kept_but(self, gone: str) -> str:
+        """A SELECT of the ledger's keys but those of table ``gone``: the ``desired`` of
+        ``drop_gone`` when what it forgets was found elsewhere."""
+        return (f"SELECT key FROM ledger WHERE dest = {lit(self.dest)} "
+                f"AND key NOT IN (SELECT key FROM {gone})")
 
     def state_of(self, key: str) -> LedgerState | None:
         row = self.con.execute("SELECT state FROM ledger WHERE dest = ? AND key = ?",

@@ -25,6 +25,8 @@ class LiftGroups:
 
     def transaction(self) -> Any: ...
 
+    def shared_table(self, table: str) -> str: ...
+
     def record_lift_groups(self, run_id: int, segment: str, sent: list[tuple[str, str]],
                            held_out: list[str]) -> int:
         """Give the contacts this run sent or held out of ``segment`` their group, unless
@@ -46,6 +48,13 @@ class LiftGroups:
                 f"ORDER BY key, grp DESC) ANTI JOIN (SELECT key FROM lift_groups "
                 f"WHERE segment = {lit(segment)}) USING (key)")
             return self._lift_count(segment) - before
+
+    def without_group(self, segment: str, select: str) -> str:
+        """Postgres SQL (the shared store's database): the keys of ``select`` with no group
+        for ``segment`` yet, what ``engine: postgres`` fetches for ``record_lift_groups``."""
+        return (f"SELECT key FROM ({select}) AS _s WHERE NOT EXISTS (SELECT 1 FROM "
+                f"{self.shared_table('lift_groups')} g WHERE g.segment = {lit(segment)} "
+                f"AND g.key = _s.key)")
 
     def _lift_count(self, segment: str) -> int:
         return int(self.con.execute("SELECT count(*) FROM lift_groups WHERE segment = ?",

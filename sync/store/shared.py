@@ -144,6 +144,12 @@ class PgStore(Store):
         self._gen = -1
         self._load()
 
+    def shared_table(self, table: str) -> str:
+        """A FROM item: this mapping's rows of ``table`` as Postgres holds them, for SQL run
+        in that database (``engine: postgres``); as of the last commit point."""
+        mapping = "'" + self.mapping.replace("'", "''") + "'"
+        return f"(SELECT * FROM {SCHEMA}.{q(table)} WHERE mapping = {mapping})"
+
     @property
     def schema_version(self) -> str:
         return self.pg.execute(f"SELECT max(name) FROM {SCHEMA}._migrations "
