@@ -145,8 +145,12 @@ def test_same_answers_as_the_embedded_engine(cli, tmp_path, wh):
     ex_b = cli("explain", "c0009", "-c", duck, "--as-of", NOW, env=env)
     assert ex_a.exit_code == 0 and ex_a.stdout == ex_b.stdout
     assert "segment champions" in ex_a.stdout and "destination champs" in ex_a.stdout
-    # transitions between the group's segments were recorded from the fetched members
-    assert cli("report", "-c", pg, "-o", tmp_path / "r.html", env=env).exit_code == 0
+    for outcome in ("consent", "revenue"):  # lift: the groups, the outcomes read in place
+        lift_a = cli.json("lift", "customers", "--outcome", outcome, "-c", pg, env=env)
+        lift_b = cli.json("lift", "customers", "--outcome", outcome, "-c", duck, env=env)
+        assert lift_a == lift_b and lift_a["held_out"]["n"] > 0, (lift_a, lift_b)
+    res = cli("report", "-c", pg, "-o", tmp_path / "r.html", "--outcome", "consent", env=env)
+    assert res.exit_code == 0, res.output
 
 
 def test_plan_file_apply_and_resync(cli, tmp_path, wh):

@@ -23,6 +23,7 @@ from scipy import stats
 
 from ..errors import ConfigError, Problem
 from ..mapping.model import FieldType, did_you_mean
+from ..sql import q
 from ..store.lift_groups import HELD_OUT, SENT
 
 __all__ = ["MIN_GROUP", "Group", "LiftResult", "lift_report", "mean_lift", "render",
@@ -140,7 +141,14 @@ def lift_report(runner: Any, segment: str, outcome: str, since: datetime | None)
         raise fail("SEGMENT", f"segment '{segment}' has no holdout: nobody is held out to "
                    "compare with", f"give it one (segments.{segment}.holdout: 10%) and run")
     source = project.source_of("segments", segment)
-    found = store.schema(source)
+    contacts = None
+    if getattr(runner, "in_place", False):  # engine: postgres: the table, typed in place
+        ev = runner.evaluate()
+        src = runner.sources.get(source)
+        found = (src.key, src.schema()) if src is not None else None
+        contacts = (ev.con, q(f"typed_{source}"))
+    else:
+        found = store.schema(source)
     if found is None:
         raise fail("--outcome", f"no snapshot of source '{source}' in the store yet",
                    "run `crmsync plan` or `crmsync run` first")
@@ -161,7 +169,7 @@ def lift_report(runner: Any, segment: str, outcome: str, since: datetime | None)
     if kind != "date" and since is not None:
         raise fail("--since", f"--since applies to a date outcome; '{outcome}' is "
                    f"{ftype.value}", "leave --since out")
-    groups = store.lift_outcomes(segment, source, outcome, kind, since)
+    groups = store.lift_outcomes(segment, source, outcome, kind, since, contacts)
     test = mean_lift if kind == "number" else share_lift
     return test(groups[SENT], groups[HELD_OUT]).as_dict(segment, outcome)
 

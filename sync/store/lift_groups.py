@@ -61,17 +61,28 @@ class LiftGroups:
                                     [segment]).fetchone()[0])
 
     def lift_outcomes(self, segment: str, source: str, field: str, kind: str,
-                      since: datetime | None = None) -> dict[str, np.ndarray]:
+                      since: datetime | None = None, contacts: tuple[Any, str] | None = None
+                      ) -> dict[str, np.ndarray]:
         """Per group (``sent``, ``held_out``), the outcome of each of its contacts from the
         stored snapshot of ``source``: ``kind`` "bool" (true, unknown as false), "date"
         (after ``since``, unknown as false) or "number" (NaN unknown). A contact gone from
-        the snapshot has an unknown outcome."""
+        the snapshot has an unknown outcome. ``contacts``: (connection, table) of the typed
+        contacts to read instead, in the shared store's database (``engine: postgres``:
+        the source evaluated in place), with the groups as that database holds them."""
         col = f"s.{q(field)}"
         value = {"bool": f"coalesce({col}, FALSE)",
                  "date": f"coalesce({col} > {lit(since)}, FALSE)",
-                 "number": f"coalesce(CAST({col} AS DOUBLE), 'NaN'::DOUBLE)"}[kind]
-        rows = self.con.execute(
-            f"SELECT g.grp, {value} AS v FROM lift_groups g LEFT JOIN {snap(source)} s "
-            f"ON s._key = g.key WHERE g.segment = ?", [segment]).fetchnumpy()
-        grp, v = np.asarray(rows["grp"]), np.asarray(rows["v"])
+                 "number": f"coalesce(CAST({col} AS FLOAT8), 'NaN'::FLOAT8)"}[kind]
+        con, table, groups = self.con, snap(source), "lift_groups"
+        if contacts is not None:
+            (con, table), groups = contacts, self.shared_table("lift_groups")
+        cur = con.execute(f"SELECT g.grp, {value} AS v FROM {groups} g LEFT JOIN {table} s "
+                          f"ON s._key = g.key WHERE g.segment = {lit(segment)}")
+        if contacts is None:
+            rows = cur.fetchnumpy()
+            grp, v = np.asarray(rows["grp"]), np.asarray(rows["v"])
+        else:
+            fetched = cur.fetchall()
+            grp = np.asarray([r[0] for r in fetched], dtype=object)
+            v = np.asarray([r[1] for r in fetched], dtype=float if kind == "number" else bool)
         return {g: v[grp == g] for g in (SENT, HELD_OUT)}
