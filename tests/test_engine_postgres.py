@@ -200,8 +200,12 @@ def test_only_changed_rows_leave_the_database(tmp_path, wh, caplog):
             conn.execute("UPDATE analytics.contacts SET employees = 800 WHERE id = 'c0001'")
         with Runner(load_mapping(m)) as r:
             res = r.plan()
+            loaded = dict(r.store.loaded)
         changed = sum(d.add + d.remove + d.update for d in res.destinations)
         assert changed == 1 and sum(fetched) == changed
+        # nor does the store load the ledger, identity cache, lift groups or members whole
+        assert loaded.get("ledger", 0) == 0 and loaded.get("memberships", 0) == 0, loaded
+        assert not loaded.get("lift_groups") and not loaded.get("identity_cache")
     finally:
         mp.undo()
 

@@ -287,12 +287,13 @@ class Runner:
                    for src in [self.project.source_of("segments", s)]]
         if not selects:
             return []
-        into_store(ev, " UNION ALL ".join(selects), "_current", ("segment", "key"))
+        via = ev.con if self.in_place else None  # compared where they are
+        ev.temp("TABLE", "_current", " UNION ALL ".join(selects))
         # every pair of an exclusive group, from its from -> to matrix (one pass per group);
         # the other transitions an alert names, pair by pair
         moves = self.store.record_migrations(run_id, "_current", {
-            g: c.segments for g, c in m.groups.items() if c.exclusive})
-        return self.store.record_memberships(run_id, "_current", sorted(pairs), moves)
+            g: c.segments for g, c in m.groups.items() if c.exclusive}, via)
+        return self.store.record_memberships(run_id, "_current", sorted(pairs), moves, via)
 
     def _record_lift_groups(self, run_id: int, ev: Evaluation,
                             outcomes: list[DestinationFigures]) -> None:

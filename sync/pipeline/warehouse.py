@@ -78,12 +78,24 @@ class WarehouseSync(DestinationSync):
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
         ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
                if n}
-        self._fetch(diff.only(ops), f"{t}_raw" if python else f"{t}_diff")
-        self._fetch(self.ledger.forgettable_in_database(q(t + "_desired")), f"{t}_gone",
-                    ("key",))
+        # in the database: the changed rows, and the rows drop_gone forgets
+        materialize(pg, f"{t}_changes", diff.only(ops))
+        materialize(pg, f"{t}_forget", self.ledger.forgettable_in_database(q(t + "_desired")))
+        changes, forget = q(f"{t}_changes"), q(f"{t}_forget")
+        self._fetch(f"SELECT * FROM {changes}", f"{t}_raw" if python else f"{t}_diff")
+        self._fetch(f"SELECT key FROM {forget}", f"{t}_gone", ("key",))
         if python:
             self._encode_fetched(p)
         return DestPlan(p, self.ledger.kept_but(f"{t}_gone"), f"{t}_diff", "", made=True)
+
+    def push(self, plan: DestPlan, *args: Any, **kw: Any) -> DestinationFigures:
+        """As ``DestinationSync.push``, once the store holds the ledger rows it reads and
+        writes: those of the changed and forgotten keys (a ``whole`` destination, e.g. a
+        file, is written from all of them)."""
+        t = self.t
+        self.ledger.need(None if self.dest.whole else f"SELECT key FROM {q(t + '_changes')} "
+                         f"UNION ALL SELECT key FROM {q(t + '_forget')}", self.pg)
+        return super().push(plan, *args, **kw)
 
     def _fetch(self, select: str, table: str, columns: tuple[str, ...] = DIFF_COLUMNS
                ) -> None:

@@ -141,7 +141,7 @@ class Evaluation:
         return Relation(exp.Table(this=exp.to_identifier(f"snap_{source}", quoted=True)), key_field, schema,
                         list(kept["texts"]), checks)
 
-    def _temp(self, kind: str, name: str, select: str) -> None:
+    def temp(self, kind: str, name: str, select: str) -> None:
         """CREATE OR REPLACE a temp ``kind`` (TABLE or VIEW) as ``select``."""
         if self.engine == "duckdb" or kind == "VIEW":
             self.con.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {select}")
@@ -199,7 +199,7 @@ class Evaluation:
             if layer:
                 view = exp.select(exp.Star(), *layer).from_(view).subquery(f"_v{i}")
         scored = q(f"scored_{source}")
-        self._temp("VIEW", scored, self.sql(exp.select(exp.Star()).from_(view)))
+        self.temp("VIEW", scored, self.sql(exp.select(exp.Star()).from_(view)))
         self.fields[source] = fields
         # every percent threshold the rules use, in one scan
         wanted = sorted({(c.field, c.op, percent_of(c)) for c in self._conditions(source)
@@ -245,21 +245,21 @@ class Evaluation:
             else:
                 aliases.append(f"FALSE AS {hq}")
         flags = q(f"flags_{source}")
-        self._temp("TABLE", flags, f"SELECT {', '.join(stored)} FROM (SELECT "
+        self.temp("TABLE", flags, f"SELECT {', '.join(stored)} FROM (SELECT "
                    f"{''.join(e + ', ' for e in exprs)}* FROM {scored}) AS _s")
-        self._temp("VIEW", self.table(source), f"SELECT *{''.join(', ' + a for a in aliases)} "
+        self.temp("VIEW", self.table(source), f"SELECT *{''.join(', ' + a for a in aliases)} "
                    f"FROM {flags}")
         # every typed field beside them
         hide = ["_key", *carried, *(q("u:" + f) for f in checks)]
         if self.engine == "duckdb":
             # the flags are a pure projection of the snapshot's scan, so in its row order,
             # and a positional join lines the two up (no copy, no hash)
-            self._temp("VIEW", self.view(source), f"SELECT * FROM {scored} POSITIONAL JOIN "
+            self.temp("VIEW", self.view(source), f"SELECT * FROM {scored} POSITIONAL JOIN "
                        f"(SELECT * EXCLUDE ({', '.join(hide)}) FROM {self.table(source)})")
         else:
             shown = [e.rsplit(" AS ", 1)[1] for e in exprs] + [
                 x for s in segs for x in (q("m:" + s), q("h:" + s))]
-            self._temp("VIEW", self.view(source), f"SELECT s.*, {', '.join('e.' + c for c in shown)}"
+            self.temp("VIEW", self.view(source), f"SELECT s.*, {', '.join('e.' + c for c in shown)}"
                        f" FROM {scored} s JOIN {self.table(source)} e USING (_key)")
         # unparseable values, per field
         if checks:
@@ -361,7 +361,7 @@ class Evaluation:
 
     def _load_list(self, table: str, rows: list[tuple[str, str]]) -> None:
         """A temp table ``table`` (kind, entry) holding ``rows``."""
-        self._temp("TABLE", q(table), "SELECT CAST(NULL AS VARCHAR) AS kind, "
+        self.temp("TABLE", q(table), "SELECT CAST(NULL AS VARCHAR) AS kind, "
                    "CAST(NULL AS VARCHAR) AS entry LIMIT 0")
         if not rows:
             return

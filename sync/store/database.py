@@ -289,6 +289,12 @@ class Store(Snapshots, History, ReportHistory, LiftGroups):
         """A commit point (a transaction, or a write of run history or destination state):
         the shared store (``store.shared``) writes it through to Postgres here."""
 
+    def need_rows(self, table: str, where: str, via: Any = None) -> None:
+        """Make sure the store's connection holds the rows of ``table`` that ``where`` (SQL
+        of the database holding them, run on connection ``via``) selects: a shared store
+        for ``engine: postgres`` loads its largest tables on demand. The embedded store
+        holds every row: nothing to do."""
+
 
 def private(path: Path) -> None:
     """The store holds raw contact data: its folder is made 0700, and its files (the

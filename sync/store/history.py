@@ -12,6 +12,7 @@ import duckdb
 
 from ..clock import iso
 from ..logs import one_line, redact
+from ..sql import lit
 from .figures import COLUMNS, DestinationFigures
 from .snapshot import KEY_SAMPLE
 
@@ -25,6 +26,10 @@ class History:
 
     def _committed(self) -> None: ...
 
+    def shared_table(self, table: str) -> str: ...
+
+    def replace_shared(self, table: str, select: str, via: Any) -> None: ...
+
     def record_sizes(self, run_id: int, sizes: dict[str, dict[str, int]]) -> None:
         """Each segment's matched, held-out and sent (if given) counts in run ``run_id``."""
         rows = [[run_id, s, v["matched"], v["held_out"], v.get("sent")]
@@ -33,60 +38,72 @@ class History:
             self.con.executemany("INSERT INTO segment_sizes (run_id, segment, matched, "
                                  "held_out, sent) VALUES (?, ?, ?, ?, ?)", rows)
 
-    def record_migrations(self, run_id: int, current: str, groups: dict[str, list[str]]
-                          ) -> list[tuple[str, str, int, list]]:
+    def record_migrations(self, run_id: int, current: str, groups: dict[str, list[str]],
+                          via: Any = None) -> list[tuple[str, str, int, list]]:
         """Per exclusive group, the from -> to counts between the last recorded run's
         memberships and this run's (temp table ``current``: segment, key), stays and
         joins/leaves (``''``) included, in one pass per group. Call before
         ``record_memberships`` replaces them; the first run of a store has nothing to compare
         with and records nothing. Returns the moves between two segments of a group, with
-        the first few keys: (from, to, contacts, keys)."""
+        the first few keys: (from, to, contacts, keys). ``via``: the connection to the shared
+        store's database where ``current`` is (``engine: postgres``): the memberships are
+        compared there, only the counts leave it."""
         con = self.con
         if not con.execute("SELECT count(*) FROM segment_sizes WHERE run_id < ?",
                            [run_id]).fetchone()[0]:
             return []
+        prev, db = (self.shared_table("memberships"), via) if via else ("memberships", con)
+        sample = (f"(array_agg(key ORDER BY key))[1:{KEY_SAMPLE}]" if via
+                  else f"min(key, {KEY_SAMPLE})")
         moves: dict[tuple[str, str], tuple[str, str, int, list]] = {}
         for grp, segs in groups.items():
-            rows = con.execute(
-                f"""SELECT coalesce(p.segment, ''), coalesce(c.segment, ''), count(*),
-                        min(key, {KEY_SAMPLE})
-                    FROM (SELECT key, segment FROM memberships
-                          WHERE segment IN (SELECT unnest(?))) AS p
+            listed = ", ".join(lit(s) for s in segs)
+            rows = db.execute(
+                f"""SELECT coalesce(p.segment, ''), coalesce(c.segment, ''), count(*), {sample}
+                    FROM (SELECT key, segment FROM {prev} AS _p
+                          WHERE segment IN ({listed})) AS p
                     FULL JOIN (SELECT key, segment FROM {current}
-                               WHERE segment IN (SELECT unnest(?))) AS c USING (key)
-                    GROUP BY 1, 2 ORDER BY 1, 2""", [segs, segs]).fetchall()
+                               WHERE segment IN ({listed})) AS c USING (key)
+                    GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
             if rows:
                 con.executemany("INSERT INTO group_migrations VALUES (?, ?, ?, ?, ?)",
                                 [[run_id, grp, a, b, int(n)] for a, b, n, _ in rows])
             for a, b, n, keys in rows:
                 if a and b and a != b:
-                    moves.setdefault((a, b), (a, b, int(n), list(keys)))
+                    moves.setdefault((a, b), (a, b, int(n), sorted(keys)))
         return list(moves.values())
 
     def record_memberships(self, run_id: int, current: str, pairs: list[tuple[str, str]],
-                           known: Iterable[tuple[str, str, int, list]] = ()
+                           known: Iterable[tuple[str, str, int, list]] = (), via: Any = None
                            ) -> list[tuple[str, str, int, list]]:
         """Compare this run's memberships (temp table ``current``: segment, key) with the last
         run's; record moves for ``pairs`` (from, to) and the ``known`` ones (e.g. those of
-        ``record_migrations``, not counted again); keep the current ones for next time."""
+        ``record_migrations``, not counted again); keep the current ones for next time.
+        ``via``: as for ``record_migrations`` (the memberships are replaced there too)."""
         moves = list(known)
         con = self.con
+        prev, db = (self.shared_table("memberships"), via) if via else ("memberships", con)
+        sample = (f"(array_agg(key ORDER BY key))[1:{KEY_SAMPLE}]" if via
+                  else f"list(key ORDER BY key)[1:{KEY_SAMPLE}]")
         for a, b, n, keys in moves:
             con.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                         [run_id, a, b, n, keys])
         done = {(a, b) for a, b, _, _ in moves}
         for a, b in (p for p in pairs if p not in done):
-            row = con.execute(
-                f"""SELECT count(*), list(key ORDER BY key)[1:5] FROM (
-                    SELECT key FROM memberships WHERE segment = ?
-                    EXCEPT SELECT key FROM memberships WHERE segment = ?)
-                  JOIN (SELECT key FROM {current} WHERE segment = ?
-                    EXCEPT SELECT key FROM {current} WHERE segment = ?) USING (key)""",
-                [a, b, b, a]).fetchone()
+            row = db.execute(
+                f"""SELECT count(*), {sample} FROM (
+                    SELECT key FROM {prev} AS _p WHERE segment = {lit(a)}
+                    EXCEPT SELECT key FROM {prev} AS _p WHERE segment = {lit(b)}) AS _was
+                  JOIN (SELECT key FROM {current} WHERE segment = {lit(b)}
+                    EXCEPT SELECT key FROM {current} WHERE segment = {lit(a)}) AS _now
+                  USING (key)""").fetchone()
             if row[0]:
                 moves.append((a, b, int(row[0]), list(row[1])))
                 con.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                             [run_id, a, b, int(row[0]), list(row[1])])
+        if via:
+            self.replace_shared("memberships", f"SELECT segment, key FROM {current}", via)
+            return moves
         with self.transaction():
             con.execute("DELETE FROM memberships")
             con.execute(f"INSERT INTO memberships SELECT segment, key FROM {current}")

@@ -30,6 +30,8 @@ class _Store(Protocol):
 
     def shared_table(self, table: str) -> str: ...
 
+    def need_rows(self, table: str, where: str, via: Any = None) -> None: ...
+
     def _committed(self) -> None: ...
 
 
@@ -152,7 +154,15 @@ class Ledger:
         return (f"SELECT key FROM ledger WHERE dest = {lit(self.dest)} "
                 f"AND key NOT IN (SELECT key FROM {gone})")
 
+    def need(self, keys: str | None = None, via: Any = None) -> None:
+        """Hold this destination's rows (those whose key ``keys``, SQL of the shared store's
+        database on connection ``via``, selects; None: all) in the store's connection
+        (``Store.need_rows``): before anything reads or rewrites them there."""
+        where = f"dest = {lit(self.dest)}" + (f" AND key IN ({keys})" if keys else "")
+        self.store.need_rows("ledger", where, via)
+
     def state_of(self, key: str) -> LedgerState | None:
+        self.need(lit(key))
         row = self.con.execute("SELECT state FROM ledger WHERE dest = ? AND key = ?",
                                [self.dest, key]).fetchone()
         return LedgerState(row[0]) if row else None
@@ -294,6 +304,7 @@ class Ledger:
         """After ``resync``: the remote's members become the ledger; with ``values`` (key ->
         the value the remote holds), each with that value and its fingerprint ``md5``."""
         keys = list(keys)
+        self.need()
         with self.store.transaction() as con:
             con.execute("DELETE FROM ledger WHERE dest = ?", [self.dest])
             if values:
@@ -326,6 +337,7 @@ class Ledger:
 
     def forget(self) -> int:
         """``resync``: drop the ledger and ask the next run to reconcile from the remote."""
+        self.need()
         with self.store.transaction() as con:
             n = con.execute("SELECT count(*) FROM ledger WHERE dest = ?",
                             [self.dest]).fetchone()[0]

@@ -49,6 +49,11 @@ PG_ONLY: list[tuple[str, str]] = [
     CREATE TABLE {SCHEMA}.mappings (mapping TEXT PRIMARY KEY, generation BIGINT DEFAULT 0);
     """),
 ]
+#: the tables an ``engine: postgres`` run loads on demand (``PgStore.need_rows``): the ledger
+#: (diffed in the database), the identity cache (the changed rows are encoded again), the
+#: lift groups (new ones are found in the database), the members history compares (compared
+#: and replaced in the database)
+LAZY = ("ledger", "identity_cache", "lift_groups", "memberships")
 #: DuckDB type -> Postgres type (lists are kept as JSON text)
 PG_TYPES = {"VARCHAR[]": "TEXT", "VARCHAR": "TEXT", "JSON": "TEXT", "DOUBLE": "DOUBLE PRECISION"}
 
@@ -126,7 +131,10 @@ def migrate_pg(conn: psycopg.Connection) -> None:
 class PgStore(Store):
     """A ``Store`` whose rows live in Postgres, keyed by mapping (see the module doc)."""
 
-    def __init__(self, url: str, mapping: str, read_only: bool = False):
+    def __init__(self, url: str, mapping: str, read_only: bool = False,
+                 lazy: tuple[str, ...] = ()):
+        """``lazy``: tables the working copy does not load, only the rows ``need_rows``
+        asks for (``engine: postgres``, whose diffs read the ledger where it lives)."""
         from ...connectors.postgres import connect, describe_dsn
 
         self.url, self.where = url, describe_dsn(url)
@@ -139,7 +147,8 @@ class PgStore(Store):
         # the working copy lives in memory (DuckDB spills to its temp directory if need be)
         super().__init__(Path(":memory:"), read_only=False)
         self.con.execute(f"SET temp_directory = '{self._tmp.name}'")
-        self.mapping = mapping
+        self.mapping, self.lazy = mapping, lazy
+        self.loaded: dict[str, int] = {}  # table -> rows read from Postgres into the copy
         self._tables = self._layout()
         self._gen = -1
         self._load()
@@ -183,23 +192,10 @@ class PgStore(Store):
             self.pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             self._gen = self._generation()
             con.execute("BEGIN")
-            for t, (cols, _pk) in self._tables.items():
-                path = tmp / f"load_{t}.csv"
-                names = ", ".join(c for c, _ in cols)
-                with self.pg.cursor() as cur, path.open("wb") as fh, cur.copy(
-                        f"COPY (SELECT {names} FROM {SCHEMA}.{t} WHERE mapping = %s) "
-                        "TO STDOUT (FORMAT csv)", [self.mapping]) as copy:
-                    for block in copy:
-                        fh.write(block)
-                types = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(cols)))
-                casts = ", ".join(
-                    f"from_json(c{i}, '[\"VARCHAR\"]')" if ty == "VARCHAR[]" else
-                    f"CAST(c{i} AS {ty})" for i, (_c, ty) in enumerate(cols))
+            for t in self._tables:
                 con.execute(f"DELETE FROM {q(t)}")
-                con.execute(f"INSERT INTO {q(t)} SELECT {casts} FROM read_csv('{path}', "
-                            f"header=false, auto_detect=false, columns={{{types}}}, "
-                            "quote='\"', escape='\"', allow_quoted_nulls=false)")
-                path.unlink()
+                if t not in self.lazy:
+                    self._copy_in(t, "TRUE", self.pg, q(t))
             for snap_name in [r[0] for r in con.execute(
                     "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
                     "AND table_name LIKE 'snap\\_%' ESCAPE '\\'").fetchall()]:
@@ -223,20 +219,63 @@ class PgStore(Store):
             con.execute(f"CREATE OR REPLACE TABLE _shadow.{q(t)} AS SELECT * FROM {q(t)}")
         self._sig = self._signatures()
 
-    def _sig_sql(self, t: str, schema: str = "main", where: str = "TRUE") -> str:
-        cols = ", ".join(q(c) for c, _ in self._tables[t][0])
-        return (f"SELECT count(*), coalesce(sum(hash({cols})), 0) FROM {schema}.{q(t)} "
-                f"WHERE {where}")
+    def _copy_in(self, t: str, where: str, via: Any, into: str) -> None:
+        """The mapping's rows of ``crmsync.t`` that ``where`` selects (read on connection
+        ``via``), typed as the working copy's table, into its table ``into``."""
+        cols = self._tables[t][0]
+        path = Path(self._tmp.name) / f"load_{t}.csv"
+        names = ", ".join(c for c, _ in cols)
+        with via.cursor() as cur, path.open("wb") as fh, cur.copy(
+                f"COPY (SELECT {names} FROM {SCHEMA}.{t} WHERE mapping = %s AND ({where})) "
+                "TO STDOUT (FORMAT csv)", [self.mapping]) as copy:
+            for block in copy:
+                fh.write(block)
+        types = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(cols)))
+        casts = ", ".join(
+            f"from_json(c{i}, '[\"VARCHAR\"]')" if ty == "VARCHAR[]" else
+            f"CAST(c{i} AS {ty})" for i, (_c, ty) in enumerate(cols))
+        (n,) = self.con.execute(f"INSERT INTO {into} SELECT {casts} FROM read_csv('{path}', "
+                                f"header=false, auto_detect=false, columns={{{types}}}, "
+                                "quote='\"', escape='\"', allow_quoted_nulls=false)"
+                                ).fetchone()
+        self.loaded[t] = self.loaded.get(t, 0) + int(n)
+        path.unlink()
 
-    def _signatures(self) -> dict[str, tuple[int, int]]:
+    def replace_shared(self, table: str, select: str, via: Any) -> None:
+        """Make the mapping's rows of ``crmsync.table`` what ``select`` gives, in the
+        database (on connection ``via``, where ``select``'s tables are), in one transaction:
+        a ``lazy`` table's rows that never leave it (the members history compares)."""
+        mapping = "'" + self.mapping.replace("'", "''") + "'"
+        with via.transaction():
+            via.execute(f"DELETE FROM {SCHEMA}.{q(table)} WHERE mapping = {mapping}")
+            via.execute(f"INSERT INTO {SCHEMA}.{q(table)} SELECT {mapping}, * FROM ({select}) "
+                        f"AS _r")
+
+    def need_rows(self, table: str, where: str, via: Any = None) -> None:
+        """Load the rows of a ``lazy`` table that ``where`` selects (see ``Store``) into the
+        working copy and what it compares with (``_shadow``), replacing any it held."""
+        if table not in self.lazy:
+            return
+        con, (_cols, pk) = self.con, self._tables[table]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _need AS SELECT * FROM {q(table)} LIMIT 0")
+        self._copy_in(table, where, via or self.pg, "_need")
+        same = " AND ".join(f"t.{c} = n.{c}" for c in pk)
+        for schema in ("main", "_shadow"):
+            con.execute(f"DELETE FROM {schema}.{q(table)} t WHERE EXISTS (SELECT 1 FROM _need "
+                        f"n WHERE {same})")
+            con.execute(f"INSERT INTO {schema}.{q(table)} SELECT * FROM _need")
+        self._sig.update(self._signatures([table]))
+
+    def _signatures(self, tables: list[str] | None = None) -> dict[str, tuple[int, int]]:
         """table -> (rows, sum of row hashes): a cheap test of whether a table changed."""
         parts = []
-        for t, (cols, _pk) in self._tables.items():
+        tables = list(self._tables) if tables is None else tables
+        for t, (cols, _pk) in ((t, self._tables[t]) for t in tables):
             c = ", ".join(q(x) for x, _ in cols)
             parts.append(f"(SELECT [count(*)::HUGEINT, coalesce(sum(hash({c})), 0)::HUGEINT] "
                          f"FROM {q(t)})")
         row = self.con.execute("SELECT " + ", ".join(parts)).fetchone()
-        return {t: (int(v[0]), int(v[1])) for t, v in zip(self._tables, row, strict=True)}
+        return {t: (int(v[0]), int(v[1])) for t, v in zip(tables, row, strict=True)}
 
     def _committed(self, touched: tuple[str, str, list[Any]] | None = None) -> None:
         """A commit point of the working copy: write what changed back to Postgres, in one
@@ -431,8 +470,9 @@ def open_store(project: Any, read_only: bool = False) -> Store:
     """The store of a loaded mapping (``Project``): its DuckDB file, scoped to the mapping's
     name, or the shared Postgres store its ``store:`` URL names."""
     url = store_url(project)
-    if url:
-        return PgStore(url, project.name, read_only)
+    if url:  # engine: postgres diffs in the database: its ledger is not loaded whole
+        lazy = LAZY if getattr(project.mapping, "engine", "duckdb") == "postgres" else ()
+        return PgStore(url, project.name, read_only, lazy)
     if read_only:
         return Store.open_for_reading(project.store_path, mapping=project.name)
     return Store.open(project.store_path, mapping=project.name)
