@@ -287,3 +287,79 @@ def test_runs_log_no_raw_email(cli, tmp_path, wh, caplog):
     assert cli("run", "-c", m, "--as-of", NOW, env=env).exit_code == 0
     logs = "\n".join(r.getMessage() for r in caplog.records)
     assert "@example.com" not in logs.lower() and "crmsync-test-pw" not in logs
+
+
+def test_hubspot_list_refusal_and_kill_converge(cli, tmp_path, pg_db):
+    """A list destination (not a whole file): its ledger rows are loaded on demand. A batch
+    refused before it was applied (an expired token) goes back as it was; someone else adds
+    one of its contacts meanwhile, which the next run learns was already there and never
+    removes; a run killed before a checkpoint, re-run from another folder, converges."""
+    pytest.importorskip("hubspot")
+    import os
+    import subprocess
+    import sys
+
+    from fakes.hubspot import FakeHubSpot, _error
+
+    killpoint = Path(__file__).with_name("killpoint.py")
+    with FakeHubSpot(token="pat-1", rate_limit=1000) as hs:
+        keys = sorted(hs.add_contact({"email": f"c{i}@x.example"}) for i in range(30))
+        hs.lists["1"] = {"listId": "1", "name": "PG (crmsync)", "objectTypeId": "0-1",
+                         "processingType": "MANUAL", "members": {}}
+        hs._next_list = 2
+        with psycopg.connect(pg_db) as conn:
+            conn.execute("CREATE TABLE people (id text, email text, stage text)")
+
+        def table(members: set[str]) -> None:
+            with psycopg.connect(pg_db) as conn, conn.cursor() as cur:
+                cur.execute("TRUNCATE people")
+                cur.executemany("INSERT INTO people VALUES (%s, %s, %s)",
+                                [(k, f"{k}@x.example", "in" if k in members else "out")
+                                 for k in keys])
+
+        def mapping_in(folder: Path) -> Path:
+            folder.mkdir(exist_ok=True)
+            return write_mapping(folder / "lists.yaml", {
+                "version": 1, "engine": "postgres",
+                "connections": {
+                    "wh": {"type": "postgres", "dsn": "${WAREHOUSE_DSN}"},
+                    "hubspot": {"type": "hubspot", "token": "${HUBSPOT_TOKEN}",
+                                "base_url": hs.url, "rate_limit": 1000, "backoff": 0.01}},
+                "sources": {"crm": {"connection": "wh", "table": "people", "key": "id",
+                                    "identity": {"email": "email"}}},
+                "segments": {"s": {"where": {"field": "stage", "eq": "in"}}},
+                "destinations": [{"name": "d", "segment": "s", "type": "hubspot_list",
+                                  "connection": "hubspot", "list": "PG (crmsync)",
+                                  "identifiers": ["email"], "batch_size": 5}]})
+
+        def ledger() -> dict[str, str]:
+            with psycopg.connect(pg_db) as conn:
+                return dict(conn.execute("SELECT key, state FROM crmsync.ledger WHERE "
+                                         "mapping = 'lists' AND dest = 'd'").fetchall())
+
+        one, two = mapping_in(tmp_path / "one"), mapping_in(tmp_path / "two")
+        env = {"WAREHOUSE_DSN": pg_db, "HUBSPOT_TOKEN": "pat-1"}
+        first = set(keys[:20])
+        table(first)
+        hs.fail_next(1, path=r"/memberships/add-and-remove$", skip=2, status=401,
+                     body=_error(401, "The OAuth token used to make this call expired.",
+                                 "EXPIRED_AUTHENTICATION").body)
+        assert cli("run", "-c", one, env=env).exit_code == 1
+        assert set(ledger()) == set(keys[:10]) and set(ledger().values()) == {"member"}
+        hs.lists["1"]["members"][keys[10]] = "2026-01-02T00:00:00.000Z"  # someone else's
+        run = cli.json("run", "-c", one, env=env)
+        assert run["exit_code"] == 0 and hs.members("PG (crmsync)") == first
+        assert ledger()[keys[10]] == "preexisting"
+        # churn, killed before the second checkpoint, then re-run from another folder
+        second = set(keys[5:25]) - {keys[10]}
+        table(second)
+        p = subprocess.run([sys.executable, str(killpoint), "before:checkpoint:2", "--",
+                            "run", "-c", str(one)], env={**os.environ, **env},
+                           capture_output=True, timeout=120)
+        assert p.returncode == -9, p.stderr.decode()[-500:]
+        assert {"pending", "removing"} & set(ledger().values())  # marks in flight
+        again = cli.json("run", "-c", two, env=env)
+        assert again["exit_code"] == 0, again
+        assert hs.members("PG (crmsync)") == second | {keys[10]}  # someone else's stays
+        assert {k for k, s in ledger().items() if s == "member"} == second
+        assert cli.json("plan", "-c", two, env=env)["destinations"]["d"]["add"] == 0
