@@ -10,8 +10,9 @@ table:
   with the scores (computed on read);
 * ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier columns
   (``Evaluation.id_column``), the consent fields, and boolean columns ``w:<segment>`` (raw
-  where), ``m:<segment>`` (member after its exclusive group), ``h:<segment>`` (held out),
-  ``s:<suppression>`` and ``u:<field>`` (a value present but unparseable, from the snapshot);
+  where), ``m:<segment>`` (member after its exclusive group), ``h:<segment>`` (held out;
+  false outside the segment), ``s:<suppression>`` and ``u:<field>`` (a value present but
+  unparseable, from the snapshot);
 * ``full_<source>`` (``Evaluation.view``): every typed field and score beside the flags.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
@@ -33,10 +34,11 @@ from ..sql import q
 from ..sql.portable import DateText, Lower, Raw, col, lit, render
 from ..store.database import Store
 from ..store.typed import paren, typed
-from .clv import ClvFit
-from .clv import evaluate as clv_evaluate
 from .compiler import Compiler, holdout, percent_of, threshold_agg
 from .scores import rfm_columns, rfm_cutoffs, weighted
+
+if TYPE_CHECKING:
+    from .clv import ClvFit
 
 
 @dataclass
@@ -240,8 +242,9 @@ class Evaluation:
                 aliases.append(f"{member[s]} AS {mq}")
             else:
                 stored.append(f"({member[s]}) AS {mq}")
-            if hold:
-                stored.append(f"{self.sql(holdout(s, hold))} AS {hq}")
+            if hold:  # hashed for the segment's contacts only (h: is read with m:)
+                stored.append(f"(CASE WHEN {q('w:' + s)} THEN {self.sql(holdout(s, hold))} "
+                              f"ELSE FALSE END) AS {hq}")
             else:
                 aliases.append(f"FALSE AS {hq}")
         flags = q(f"flags_{source}")
@@ -287,6 +290,8 @@ class Evaluation:
             f"{num(score.purchases)}, {num(score.revenue)} FROM {view}").fetchnumpy()
         first, last, purchases, revenue = cols.values()
         now = (self.now - datetime(1970, 1, 1, tzinfo=self.now.tzinfo)).total_seconds() / 86400
+        from .clv import evaluate as clv_evaluate  # scipy: imported by mappings with a clv
+
         res = clv_evaluate(first, last, purchases, revenue, now,
                            score.horizon.total_seconds() / 86400)
         self.clv_fits[name] = res.fit

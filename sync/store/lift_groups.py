@@ -7,13 +7,15 @@ for good, after it leaves the segment too. Written by `run` and `apply`, never b
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 
 from ..sql import lit, q
 from .snapshot import snap
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SENT, HELD_OUT = "sent", "held_out"
 
@@ -69,6 +71,8 @@ class LiftGroups:
         the snapshot has an unknown outcome. ``contacts``: (connection, table) of the typed
         contacts to read instead, in the shared store's database (``engine: postgres``:
         the source evaluated in place), with the groups as that database holds them."""
+        import numpy as np  # only `lift` and the report need it (not every run)
+
         col = f"s.{q(field)}"
         value = {"bool": f"coalesce({col}, FALSE)",
                  "date": f"coalesce({col} > {lit(since)}, FALSE)",
