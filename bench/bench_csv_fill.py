@@ -10,7 +10,9 @@ its own wall time and peak RSS (bench_plan's launcher, os.wait4):
   reference: evaluate and diff over the stored snapshot, the file unchanged), then ``run``,
   which finds the same stored snapshot and fills the csv audience;
 * the churn: 0.5% of the contacts leave the file and 0.5% new ones join it; again ``plan``
-  (pulls the change), ``plan`` (the reference) and ``run``.
+  (pulls the change), ``plan`` (the reference) and ``run``;
+* the update: every member's value changes (the export writes emails in upper case), the
+  same three steps: the ledger rewrites every row.
 
 So "run − plan" is what the run adds to a plan over the same stored data: the push, the
 ledger and the file. Also checks that the audience file holds the desired members.
@@ -74,7 +76,7 @@ def step(name: str, cmd: list[str]) -> dict:
     fig: dict = {"step": name, "seconds": wall, "rss_mib": rss}
     if "--json" in cmd:
         d = json.loads(out)["destinations"]["audience-file"]
-        fig.update({k: d[k] for k in ("desired", "add", "remove")})
+        fig.update({k: d[k] for k in ("desired", "add", "remove", "update")})
     print(f"  {name:12}{wall:8.2f} s{rss:8.0f} MiB", file=sys.stderr, flush=True)
     return fig
 
@@ -104,12 +106,19 @@ def bench(n: int, folder: Path) -> dict:
     write_contacts(cols, np.flatnonzero(keep), contacts)
     steps += [step("churn pull", plan), step("churn plan", plan), step("churn run", run)]
     churn_members = audience_rows(folder / "out" / "audience.csv")
+    # every member updated: the export now writes emails in upper case (the csv audience
+    # sends raw values, so each member's value changes)
+    cols["email"] = [e.upper() for e in cols["email"]]
+    write_contacts(cols, np.flatnonzero(keep), contacts)
+    steps += [step("update pull", plan), step("update plan", plan), step("update run", run)]
     by = {s["step"]: s for s in steps}
     return {
         "members": n, "generate_s": t_gen, "steps": steps,
         "fill_members_written": fill_members, "churn_members_written": churn_members,
         "fill_desired": by["fill plan"]["desired"], "churn_desired": by["churn plan"]["desired"],
         "churn_add": by["churn plan"]["add"], "churn_remove": by["churn plan"]["remove"],
+        "churn_update": by["churn plan"]["update"], "update_update": by["update plan"]["update"],
+        "update_run_minus_plan_s": by["update run"]["seconds"] - by["update plan"]["seconds"],
         "fill_run_minus_plan_s": by["fill run"]["seconds"] - by["fill plan"]["seconds"],
         "churn_run_minus_plan_s": by["churn run"]["seconds"] - by["churn plan"]["seconds"],
         "peak_rss_mib": max(s["rss_mib"] for s in steps),
@@ -136,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fill:  run - plan = {fig['fill_run_minus_plan_s']:+.2f} s "
           f"({fig['fill_desired']:,} members written)")
     print(f"churn: run - plan = {fig['churn_run_minus_plan_s']:+.2f} s "
-          f"(+{fig['churn_add']:,} -{fig['churn_remove']:,})")
+          f"(+{fig['churn_add']:,} -{fig['churn_remove']:,} ~{fig['churn_update']:,})")
+    print(f"update: run - plan = {fig['update_run_minus_plan_s']:+.2f} s "
+          f"(~{fig['update_update']:,}: every member's value changed)")
     print(f"the audience file holds the desired members: {ok}")
 
 

@@ -193,15 +193,26 @@ class Ledger:
     def _put(self, rows: str, params: list[Any], state: LedgerState, now: datetime,
              kept: str = "TRUE") -> None:
         """The batch's rows (``rows``: ``FROM ... WHERE`` of the diff; those ``kept`` selects)
-        into the ledger as ``state``, set-based: a DELETE of the batch's keys (none when the
-        destination has no ledger yet: its first fill) and an INSERT. DuckDB's INSERT OR
-        REPLACE checks and rewrites row by row, several times slower on a large batch."""
-        if self.con.execute("SELECT count(*) FROM (SELECT 1 FROM ledger WHERE dest = ? "
-                            "LIMIT 1)", [self.dest]).fetchone()[0]:
-            self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN "
-                             f"(SELECT key {rows})", [self.dest, *params])
-        self.con.execute(f"INSERT INTO ledger SELECT ?, key, fp, value, ?, ? {rows} "
-                         f"AND {kept}", [self.dest, state.value, now, *params])
+        into the ledger as ``state``, set-based: the keys the ledger holds updated in place,
+        the others inserted, the batch's other keys deleted. (DuckDB's INSERT OR REPLACE
+        checks and rewrites row by row, several times slower on a large batch; a DELETE and
+        re-INSERT of the same keys makes the commit rebuild the primary-key index: 30 s for
+        1,000,000 updated members, against 0.8 s in place.)"""
+        con, dest = self.con, self.dest
+        batch = f"(SELECT key, fp, value {rows} AND {kept})"
+        if con.execute("SELECT count(*) FROM (SELECT 1 FROM ledger WHERE dest = ? LIMIT 1)",
+                       [dest]).fetchone()[0]:  # none: the destination's first fill
+            if kept != "TRUE":
+                con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN (SELECT key {rows} "
+                            f"AND NOT ({kept}))", [dest, *params])
+            con.execute(f"UPDATE ledger SET fp = b.fp, value = b.value, state = ?, "
+                        f"synced_at = ? FROM {batch} b WHERE ledger.dest = ? AND "
+                        f"ledger.key = b.key", [state.value, now, *params, dest])
+            batch = (f"(SELECT b.* FROM {batch} b ANTI JOIN (SELECT key FROM ledger WHERE "
+                     f"dest = ?) l USING (key))")
+            params = [*params, dest]
+        con.execute(f"INSERT INTO ledger SELECT ?, key, fp, value, ?, ? FROM {batch} AS _b",
+                    [dest, state.value, now, *params])
 
     def after(self, rows: str) -> str:
         """A SELECT of (key, value) of every member a ``whole`` destination holds once the
