@@ -89,9 +89,11 @@ def mapping() -> dict[str, Any]:
     }
 
 
-def run(path: Path, env: dict[str, str], command: str) -> tuple[Any, float, int, int]:
-    """One ``crmsync plan`` or ``run`` of the mapping, in process: its result, seconds, and
-    the rows and bytes the Postgres engine's diffs fetched (0 on the embedded engine)."""
+def run(path: Path, env: dict[str, str], command: str
+        ) -> tuple[Any, float, int, int, dict[str, int]]:
+    """One ``crmsync plan`` or ``run`` of the mapping, in process: its result, seconds, the
+    rows and bytes the Postgres engine's diffs fetched (0 on the embedded engine), and the
+    rows per table the shared store's working copy loaded."""
     import os
 
     from crmsync.sync.mapping.loader import load
@@ -113,7 +115,8 @@ def run(path: Path, env: dict[str, str], command: str) -> tuple[Any, float, int,
         t0 = time.perf_counter()
         with Runner(load(path), as_of=NOW) as r:
             res = r.plan() if command == "plan" else r.run()
-        return res, time.perf_counter() - t0, fetched[0], fetched[1]
+            loaded = dict(getattr(r.store, "loaded", {}))
+        return res, time.perf_counter() - t0, fetched[0], fetched[1], loaded
     finally:
         WarehouseSync.plan = plan  # type: ignore[method-assign]
 
@@ -155,7 +158,7 @@ def main() -> None:
                 print(step)
                 out = {}
                 for engine in ("postgres", "duckdb"):
-                    res, secs, rows, nbytes = run(paths[engine], env, command)
+                    res, secs, rows, nbytes, loaded = run(paths[engine], env, command)
                     if engine == "duckdb":  # it pulls the whole table every run
                         rows, nbytes = args.n, int(table_bytes)
                     figs = {d.name: (d.add, d.remove, d.update) for d in res.destinations}
@@ -164,12 +167,11 @@ def main() -> None:
                     where = "in place" if engine == "postgres" else "pull + plan"
                     print(f"  {engine + ' (' + where + ')':30}{secs:8.2f}{rows:12,}"
                           f"{nbytes:14,}  {changes:,}")
+                    if engine == "postgres":
+                        print(f"    the store's working copy loaded {sum(loaded.values()):,} "
+                              f"rows ({', '.join(f'{t} {n:,}' for t, n in loaded.items() if n)})")
                 print(f"  same diffs on both engines: {out['postgres'] == out['duckdb']}")
                 if command == "run":
-                    ledger = pg.execute("SELECT count(*) FROM crmsync.ledger WHERE mapping = "
-                                        "'bench-postgres'").fetchone()[0]
-                    print(f"  (the Postgres store's working copy loads its {ledger:,} ledger "
-                          f"rows at the start of each run)")
                     n = pg.execute("UPDATE contacts SET stage = CASE WHEN stage = ' customer' "
                                    "THEN 'lead' ELSE ' customer' END, employees = '900' "
                                    "WHERE right(id, 2) = '07'").rowcount

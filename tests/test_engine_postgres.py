@@ -271,6 +271,21 @@ def test_bad_input_stops_before_any_call(cli, tmp_path, wh):
     wrong = cli("plan", "-c", tmp_path / "pg/acme.yaml",
                 env={"WAREHOUSE_DSN": wh.replace("crmsync-test-pw", "nope")})
     assert wrong.exit_code == 2 and "nope" not in wrong.output
+    port = wh.rsplit(":", 1)[1].split("/")[0]
+    down = cli("plan", "-c", tmp_path / "pg/acme.yaml",
+               env={"WAREHOUSE_DSN": wh.replace(f":{port}/", ":1/")})
+    assert down.exit_code == 2 and "crmsync-test-pw" not in down.output
+    for name, src in {"missing": {"table": "analytics.nope"},
+                      "column": {"key": "nope"},
+                      "writes": {"table": None, "query": "DELETE FROM analytics.contacts "
+                                                        "RETURNING *"}}.items():
+        bad = {**m, "sources": {"crm": {k: v for k, v in {**m["sources"]["crm"], **src}.items()
+                                        if v is not None}}}
+        res = cli("plan", "-c", write_mapping(tmp_path / f"pg/{name}.yaml", bad), env=env)
+        assert res.exit_code == 2 and "sources.crm" in res.output, (name, res.output)
+        assert len(res.output.strip().splitlines()) <= 3, res.output  # one clear error
+    with psycopg.connect(wh) as conn:  # the writing query was refused, not run
+        assert conn.execute("SELECT count(*) FROM analytics.contacts").fetchone()[0] == 240
     # keys without a value or repeated: counted as warnings, one row per key kept
     data = rows(20) + [(None, "x@example.com", *rows(1)[0][2:]),
                        ("c0002", "dup@example.com", *rows(2)[1][2:])]
