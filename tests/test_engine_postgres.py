@@ -16,7 +16,7 @@ import yaml
 
 psycopg = pytest.importorskip("psycopg")
 
-from conftest import write_mapping  # noqa: E402
+from conftest import read_csv_keys, write_mapping  # noqa: E402
 
 TABLE = """
 CREATE SCHEMA analytics;
@@ -378,3 +378,23 @@ def test_hubspot_list_refusal_and_kill_converge(cli, tmp_path, pg_db):
         assert hs.members("PG (crmsync)") == second | {keys[10]}  # someone else's stays
         assert {k for k, s in ledger().items() if s == "member"} == second
         assert cli.json("plan", "-c", two, env=env)["destinations"]["d"]["add"] == 0
+
+
+def test_a_query_source_evaluates_like_its_table(cli, tmp_path, wh):
+    env = {"WAREHOUSE_DSN": wh}
+    table = mapping(tmp_path / "table", "postgres")
+    m = yaml.safe_load(table.read_text())
+    m["name"] = "acme-query"
+    m["sources"]["crm"] = {**{k: v for k, v in m["sources"]["crm"].items() if k != "table"},
+                           "query": "SELECT c.*, upper(c.email) AS shout "
+                                    "FROM analytics.contacts c ORDER BY c.id DESC"}
+    (tmp_path / "query").mkdir()
+    query = write_mapping(tmp_path / "query/acme.yaml", m)
+    (tmp_path / "query/blocklist.csv").write_bytes((tmp_path / "table/blocklist.csv").read_bytes())
+    a = cli.json("run", "-c", table, "--as-of", NOW, env=env)
+    b = cli.json("run", "-c", query, "--as-of", NOW, env=env)
+    assert a["exit_code"] == b["exit_code"] == 0, b
+    for name in ("champs", "tiers", "big"):
+        out = f"out/{name}.csv"
+        assert (tmp_path / "query" / out).read_bytes() == (tmp_path / "table" / out).read_bytes()
+        assert read_csv_keys(tmp_path / "table" / out), name
