@@ -69,17 +69,6 @@ def _chunks(rows: list, size: int) -> Iterator[list]:
         yield rows[i:i + size]
 
 
-def usable_identifier(col: str, engine: str = "duckdb") -> str:
-    """SQL: the identifier value ``col``, or NULL when it cannot identify anyone: it is
-    written as a JSON object (``{...}``: a nested value from a JSON lines source), or holds a
-    NUL byte (Postgres text cannot hold one). Such contacts are counted as
-    ``no_identifier``, never written or hashed. The same rule on both engines."""
-    bad = f"{col} LIKE '{{%}}'"
-    if engine == "duckdb":
-        bad = f"contains({col}, chr(0)) OR {bad}"
-    return f"CASE WHEN {bad} THEN NULL ELSE {col} END"
-
-
 @dataclass
 class Candidates:
     """SQL over the evaluation's ``eval_<source>`` view describing one destination's
@@ -115,8 +104,7 @@ class Candidates:
         else:
             consent = "TRUE"
         ident = m.sources[source].identity.fields()
-        id_cols = {name: usable_identifier(f"CAST({q(ev.id_column(source, fld))} AS VARCHAR)",
-                                            ev.engine)
+        id_cols = {name: ev.usable(source, ev.id_column(source, fld))
                    for name, fld in ident.items()}
         wanted = [i for i in cfg.identifiers if i in id_cols]
         has_id = (" OR ".join(f"{id_cols[i]} IS NOT NULL" for i in wanted) or "FALSE") \

@@ -11,8 +11,8 @@ table:
 * ``eval_<source>`` (``Evaluation.table``): per contact ``_key``, the identifier columns
   (``Evaluation.id_column``), the consent fields, and boolean columns ``w:<segment>`` (raw
   where), ``m:<segment>`` (member after its exclusive group), ``h:<segment>`` (held out;
-  false outside the segment), ``s:<suppression>`` and ``u:<field>`` (a value present but
-  unparseable, from the snapshot);
+  false outside the segment), ``s:<suppression>``, ``u:<field>`` (a value present but
+  unparseable, from the snapshot) and ``bad:<identifier column>`` (``unusable``);
 * ``full_<source>`` (``Evaluation.view``): every typed field and score beside the flags.
 """
 
@@ -41,6 +41,15 @@ if TYPE_CHECKING:
     from .clv import ClvFit
 
 
+def unusable(col: str, engine: str) -> str:
+    """SQL: the identifier text ``col`` cannot identify anyone: it is written as a JSON
+    object (``{...}``: a nested value from a JSON lines source), or holds a NUL byte
+    (Postgres text cannot hold one). Such contacts are counted as ``no_identifier``, never
+    written or hashed. The same rule on both engines."""
+    bad = f"{col} LIKE '{{%}}'"
+    return f"contains({col}, chr(0)) OR {bad}" if engine == "duckdb" else bad
+
+
 @dataclass
 class Relation:
     """The typed contacts of one source as the evaluation reads them: a table or subquery
@@ -65,6 +74,7 @@ class Evaluation:
     thresholds: dict[tuple[str, str, str, float], Any] = field(default_factory=dict)
     dest_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # see push.count_all
     id_columns: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> field -> col
+    checked_ids: dict[str, list[str]] = field(default_factory=dict)  # source -> bad: flagged
     clv_fits: dict[str, ClvFit] = field(default_factory=dict)  # score name -> its fit
     engine: str = "duckdb"  # the SQL dialect of ``con`` (see sql.portable)
     connection: Any = None  # with engine postgres: a psycopg connection
@@ -93,6 +103,14 @@ class Evaluation:
                 cond = self.project.conditions.get(f"{kind}.{name}.where")
                 if cond is not None and self.project.source_of(kind, name) == source:
                     yield from (n for n in walk(cond) if isinstance(n, FieldCond))
+
+    def usable(self, source: str, col: str) -> str:
+        """SQL: the text of identifier column ``col``, NULL when ``unusable`` (read from its
+        ``bad:<col>`` flag, computed once with the others)."""
+        text = f"CAST({q(col)} AS VARCHAR)"
+        if col in self.checked_ids.get(source, ()):
+            return f"CASE WHEN {q('bad:' + col)} THEN NULL ELSE {text} END"
+        return f"CASE WHEN {unusable(text, self.engine)} THEN NULL ELSE {text} END"
 
     def id_column(self, source: str, fld: str) -> str:
         """The column holding identifier field ``fld`` as text for destinations,
@@ -233,7 +251,12 @@ class Evaluation:
         # the view eval_<source> adds those as aliases
         carried = [q(f) for f in self._carried(source)
                    if (f in fields or f in texts.values()) and f != "_key"]
-        stored = ["_key", *carried, *(q("u:" + f) for f in checks),
+        ids = [c for c in dict.fromkeys(self.id_column(source, f) for f in
+                                        m.sources[source].identity.fields().values())
+               if c in fields or c in texts.values()]
+        bads = [f"({unusable(f'CAST({q(c)} AS VARCHAR)', self.engine)}) AS {q('bad:' + c)}"
+                for c in ids]
+        stored = ["_key", *carried, *(q("u:" + f) for f in checks), *bads,
                   *(e.rsplit(" AS ", 1)[1] for e in exprs)]
         aliases = []
         for s in segs:
@@ -252,6 +275,7 @@ class Evaluation:
                    f"{''.join(e + ', ' for e in exprs)}* FROM {scored}) AS _s")
         self.temp("VIEW", self.table(source), f"SELECT *{''.join(', ' + a for a in aliases)} "
                    f"FROM {flags}")
+        self.checked_ids[source] = ids
         # every typed field beside them
         hide = ["_key", *carried, *(q("u:" + f) for f in checks)]
         if self.engine == "duckdb":
@@ -261,7 +285,8 @@ class Evaluation:
                        f"(SELECT * EXCLUDE ({', '.join(hide)}) FROM {self.table(source)})")
         else:
             shown = [e.rsplit(" AS ", 1)[1] for e in exprs] + [
-                x for s in segs for x in (q("m:" + s), q("h:" + s))]
+                x for s in segs for x in (q("m:" + s), q("h:" + s))] + [
+                q("bad:" + c) for c in ids]
             self.temp("VIEW", self.view(source), f"SELECT s.*, {', '.join('e.' + c for c in shown)}"
                        f" FROM {scored} s JOIN {self.table(source)} e USING (_key)")
         # unparseable values, per field
