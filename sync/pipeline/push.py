@@ -179,10 +179,11 @@ class DestinationSync:
 
     # ------------------------------------------------------------ desired + diff
     def plan(self, figures: DestinationFigures | None = None) -> DestPlan:
-        """The desired set's figures and diff counts (into ``figures``, made if None). The
-        diff rows themselves are made on first use of ``DestPlan.diff`` (a plan that is only
-        printed never makes them), and values and fingerprints are computed only for rows
-        that need them."""
+        """The desired set's figures and diff counts (into ``figures``, made if None). Once
+        the destination has a ledger, the diff rows are made with them (one join with the
+        ledger, cheaper than counting alone: they are few); before its first fill they are
+        made on first use of ``DestPlan.diff`` (every desired member is an add: a plan that
+        is only printed never computes their values)."""
         cfg, ev, con, t = self.cfg, self.ev, self.con, self.t
         p = figures or DestinationFigures(cfg.name, cfg.segment, cfg.group)
         p.planned, p.rejects = True, []
@@ -203,12 +204,26 @@ class DestinationSync:
             self._encode_python(base, icols, p)
             base, value, fp = f"SELECT * FROM {t}_desired", "d.value", "d.fp"
         diff = self.ledger.diff(base, value, fp, cfg.mode == "mirror")
-        row = con.execute(diff.counts).fetchone()
+        made = self.ledger.has_rows()
+        if made:  # the rows in one pass, counted from them
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_diff AS {diff.rows}")
+            row = con.execute(diff.tally(f"{t}_diff")).fetchone()
+        else:  # a first fill: every desired member is an add, counted without its value
+            row = con.execute(diff.counts).fetchone()
         p.desired, p.add, p.update, p.unchanged, p.remove, p.ledger = (int(x) for x in row)
         # the diff rows of the ops counted (the store does not change before they are made)
         ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
                if n}
-        return DestPlan(p, base, f"{t}_diff", diff.only(ops))
+        return DestPlan(p, base, f"{t}_diff", diff.only(ops), made=made)
+
+    def encode(self, ident: str) -> tuple[str | None, str | None]:
+        """One identifier input (JSON of the identifier values) as the destination encodes
+        it: (value, None), or (None, why it was refused)."""
+        region = self.source_cfg.identity.phone_region
+        try:
+            return self.dest.encode({**json.loads(ident), "phone_region": region}), None
+        except Reject as exc:
+            return None, exc.reason
 
     def encoder_id(self) -> str:
         return f"{self.cfg.type}:{','.join(self.cfg.identifiers)}"
@@ -218,19 +233,11 @@ class DestinationSync:
         """Identity destinations that hash in Python: encode each distinct new input once,
         through the store's cache, then join."""
         con, t, enc = self.con, self.t, self.encoder_id()
-        region = self.source_cfg.identity.phone_region
         struct = "{" + ", ".join(f"{lit(n)}: {c}" for n, c in icols.items()) + "}"
         con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_in AS SELECT key, label, "
                     f"to_json({struct}) AS ident, md5(to_json({struct})) AS fp FROM ({base})")
         cache = self.ev.store.identity_cache(enc)
-
-        def encode(ident: str) -> tuple[str | None, str | None]:
-            try:
-                return self.dest.encode({**json.loads(ident), "phone_region": region}), None
-            except Reject as exc:
-                return None, exc.reason
-
-        cache.fill(f"{t}_in", encode)
+        cache.fill(f"{t}_in", self.encode)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_desired AS {cache.encoded(f'{t}_in')}")
         rejected = cache.refused(f"{t}_in")
         p.no_identifier += len(rejected)

@@ -154,7 +154,11 @@ class Runner:
         if self.in_place:
             sources = {n: self.sources.get(n) or make_source(self.project, n, self.now)
                        for n in self.project.mapping.sources}
-            ev = evaluate_in_place(self.project, sources, self.store, self.now)
+            try:
+                ev = evaluate_in_place(self.project, sources, self.store, self.now)
+            except ConfigError as exc:  # the table changed since the mapping was checked
+                raise ConfigError([self.project.problem(p.path, p.message, p.fix)
+                                   for p in exc.problems]) from None
             self._sessions.append(ev.con)
         else:
             ev = Evaluation.build(self.project, self.store, self.now)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from ...connectors.base import Destination
-from ..errors import Reject
 from ..mapping.model import DestinationConfig
 from ..segments.engine import Evaluation
 from ..segments.warehouse import materialize
@@ -109,18 +108,10 @@ class WarehouseSync(DestinationSync):
         not desired, as on the embedded engine: counted as no identifier (and an update of
         it becomes a remove in mirror mode)."""
         con, t = self.con, self.t
-        region = self.source_cfg.identity.phone_region
         con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_in AS SELECT key, label, value AS "
                     f"ident, fp FROM {t}_raw WHERE op <> 'remove'")
         cache = self.ev.store.identity_cache(self.encoder_id())
-
-        def encode(ident: str) -> tuple[str | None, str | None]:
-            try:
-                return self.dest.encode({**json.loads(ident), "phone_region": region}), None
-            except Reject as exc:
-                return None, exc.reason
-
-        cache.fill(f"{t}_in", encode)
+        cache.fill(f"{t}_in", self.encode)
         refused = cache.refused(f"{t}_in")
         mirror = self.cfg.mode == "mirror"
         con.execute(

@@ -102,13 +102,18 @@ def evaluate_in_place(project: Project, sources: dict[str, Any], store: Any, now
     conn.read_only = False  # temp tables are made and dropped (never other tables)
     conn.autocommit = True
     relations, warnings = {}, []
-    for name, src in sources.items():
-        schema = src.schema()
-        texts = layout(src.key, schema, project.mapping.sources[name].identity.fields().values())
-        relations[name] = table_relation(Raw(this=f"({src.text_select()}) AS _src"), src.key,
-                                         schema, texts["texts"], conn, name)
-        warnings += [f"source '{name}': {w}" for w in _unique_keys(conn, f"typed_{name}")]
-    ev = evaluate(project, conn, relations, now)
+    try:
+        for name, src in sources.items():
+            schema = src.schema()
+            texts = layout(src.key, schema,
+                           project.mapping.sources[name].identity.fields().values())
+            relations[name] = table_relation(Raw(this=f"({src.text_select()}) AS _src"),
+                                             src.key, schema, texts["texts"], conn, name)
+            warnings += [f"source '{name}': {w}" for w in _unique_keys(conn, f"typed_{name}")]
+        ev = evaluate(project, conn, relations, now)
+    except BaseException:
+        conn.close()
+        raise
     ev.store = store
     ev.warnings[:0] = warnings
     return ev
