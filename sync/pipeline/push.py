@@ -205,8 +205,11 @@ class DestinationSync:
             base, value, fp = f"SELECT * FROM {t}_desired", "d.value", "d.fp"
         diff = self.ledger.diff(base, value, fp, cfg.mode == "mirror")
         made = self.ledger.has_rows()
-        if made:  # the rows in one pass, counted from them
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_diff AS {diff.rows}")
+        if made:  # the rows, op by op (one join in memory at a time), and counts from them
+            first, *rest = diff.parts.values()
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_diff AS {first}")
+            for part in rest:
+                con.execute(f"INSERT INTO {t}_diff {part}")
             row = con.execute(diff.tally(f"{t}_diff")).fetchone()
         else:  # a first fill: every desired member is an add, counted without its value
             row = con.execute(diff.counts).fetchone()

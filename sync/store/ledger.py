@@ -83,7 +83,7 @@ class Diff:
         sent again."""
         n = ", ".join(f"count(*) FILTER (WHERE op = {lit(op)})" for op in ("add", "update",
                                                                          "remove"))
-        return (f"SELECT r.desired, c.a, c.u, r.desired - c.a - c.u - r.held, c.r, r.members "
+        return (f"SELECT r.desired, c.a, c.u, r.desired - c.a - c.u - r.resting, c.r, r.members "
                 f"FROM ({self.rest}) r, (SELECT {n} FROM {table}) c(a, u, r)")
 
     @property
@@ -147,7 +147,7 @@ class Ledger:
                     f"{lit(S.rejected.value)})")
         rest = (f"SELECT count(*) AS desired, count(*) FILTER (WHERE l.key IS NOT NULL AND "
                 f"l.fp IS NOT DISTINCT FROM (CASE WHEN l.key IS NOT NULL THEN {fp} END)) AS "
-                f"held, {members} AS members FROM {d} LEFT JOIN {rejected} l USING (key)")
+                f"resting, {members} AS members FROM {d} LEFT JOIN {rejected} l USING (key)")
         return Diff(parts, counts, rest)
 
     # ------------------------------------------------------------ engine: postgres
