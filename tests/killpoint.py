@@ -7,7 +7,8 @@ right ``before`` or ``after`` the Nth call of ``POINT``:
 
 * ``checkpoint``: the ledger checkpoint after a batch's answer (``before:checkpoint:3`` is
   "the third answer was received but not checkpointed");
-* ``record``: recording a destination's figures in history once its push is done.
+* ``record``: recording a destination's figures in history once its push is done;
+* ``replace``: the csv destination putting its written temp file in place.
 
 Only the test harness patches; crmsync itself has no test hook.
 """
@@ -22,6 +23,7 @@ import sys
 POINTS = {
     "checkpoint": ("crmsync.sync.store.ledger", "Ledger", "checkpoint"),
     "record": ("crmsync.sync.store.history", "History", "record_destination"),
+    "replace": ("crmsync.connectors.files", "CsvDestination", "_replace"),
 }
 
 

@@ -318,8 +318,9 @@ def _members(path: Path) -> dict[str, list[str]]:
 
 
 def test_kill_during_csv_write_leaves_nothing_the_next_run_keeps(tmp_path):
-    """SIGKILL while the csv destination writes a big file: the temp file it leaves is
-    found and removed by the next run, which writes the file in full."""
+    """SIGKILL while the csv destination writes a big file (once the temp file is written,
+    before it is put in place: a write is too fast to catch midway by polling): the temp
+    file it leaves is found and removed by the next run, which writes the file in full."""
     cfg = project(tmp_path)
     with (tmp_path / "contacts.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -327,17 +328,15 @@ def test_kill_during_csv_write_leaves_nothing_the_next_run_keeps(tmp_path):
                     "consent", "orders"])
         w.writerows([f"k{i:07d}", f"p{i}@acme.example", "", f"N{i}", "US", "customer",
                      "true", "1"] for i in range(300_000))
-    proc = subprocess.Popen([sys.executable, "-m", "crmsync.cli", "run", "-c", str(cfg)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the first replace puts the empty file in place when the destination opens; the
+    # second is the big write
+    killpoint = Path(__file__).with_name("killpoint.py")
+    proc = subprocess.run([sys.executable, str(killpoint), "before:replace:2", "--", "run",
+                           "-c", str(cfg)], cwd=tmp_path, capture_output=True,
+                          timeout=TIMEOUT * 4)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-500:]
     tmp = tmp_path / "out" / ".customers.csv.crmsync-tmp"
-    deadline = time.monotonic() + TIMEOUT * 4
-    while not (tmp.exists() and tmp.stat().st_size > 1 << 20):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "the write never started"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=TIMEOUT)
-    assert tmp.exists()  # what the kill left: contacts' emails
+    assert tmp.stat().st_size > 1 << 20  # what the kill left: contacts' emails
     assert stat.S_IMODE(tmp.stat().st_mode) == 0o600
     res = crmsync("run", "-c", cfg, cwd=tmp_path, timeout=TIMEOUT * 4)
     assert res.returncode == 0, clean(res)
