@@ -192,11 +192,7 @@ def google(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         cfg = DestinationConfig(name="cm", type="google_ads_customer_match", segment="s",
                                 connection="google", identifiers=["email"],
                                 audience="bench", terms_of_service="accepted")
-        d = g.CustomerMatchDestination(cfg, g.CustomerMatchOptions(**cfg.options), conn,
-                                       Context(now=NOW, base_dir=tmp))
-        d.open({})
-        changes = [Change(f"k{i}", value=d.encode({"email": f"p{i}@bench.example"}))
-                   for i in range(a.n)]
+        d, changes = _audience(g.CustomerMatchDestination, cfg, conn, tmp, a.n)
 
         def push() -> dict[str, Any]:
             done = write_all(d, changes)
@@ -208,6 +204,14 @@ def google(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         return [phase("google push (audienceMembers:ingest)", fake, push, limit=g.PER_MINUTE,
                       window=60.0, throttled=thr, min_requests=math.ceil(a.n / g.MAX_MEMBERS),
                       path=r":ingest$")]
+
+
+def _audience(cls: Any, cfg: Any, conn: Any, tmp: Path, n: int) -> tuple[Any, list[Change]]:
+    """An ad audience destination, opened, and ``n`` adds of hashed emails for it."""
+    d = cls(cfg, cls.Options(**cfg.options), conn, Context(now=NOW, base_dir=tmp))
+    d.open({})
+    return d, [Change(f"k{i}", value=d.encode({"email": f"p{i}@bench.example"}))
+               for i in range(n)]
 
 
 # ---------------------------------------------------------------- Meta
@@ -222,11 +226,7 @@ def meta(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                                 base_url=fake.url)
         cfg = DestinationConfig(name="ca", type="meta_custom_audience", segment="s",
                                 connection="meta", identifiers=["email"], audience="bench")
-        d = m.CustomAudienceDestination(cfg, m.CustomAudienceOptions(**cfg.options), conn,
-                                        Context(now=NOW, base_dir=tmp))
-        d.open({})
-        changes = [Change(f"k{i}", value=d.encode({"email": f"p{i}@bench.example"}))
-                   for i in range(a.n)]
+        d, changes = _audience(m.CustomAudienceDestination, cfg, conn, tmp, a.n)
 
         def push() -> dict[str, Any]:
             done = write_all(d, changes)

@@ -184,22 +184,13 @@ class DestinationSync:
         ledger, cheaper than counting alone: they are few); before its first fill they are
         made on first use of ``DestPlan.diff`` (every desired member is an add: a plan that
         is only printed never computes their values)."""
-        cfg, ev, con, t = self.cfg, self.ev, self.con, self.t
-        p = figures or DestinationFigures(cfg.name, cfg.segment, cfg.group)
-        p.planned, p.rejects = True, []
-        if cfg.name not in ev.dest_counts:
-            count_all(ev, [cfg])
-        p.held_out, p.suppressed, p.no_consent, p.no_identifier = ev.dest_counts[cfg.name]
-        base = self.cands.desired(ev.table(self.source))
-        kind = self.dest.value
+        cfg, con, t = self.cfg, self.con, self.t
+        p = self._figures(figures)
+        base = self.cands.desired(self.ev.table(self.source))
         icols = {n: q("i:" + n) for n in self.cands.id_cols}
-        sql = self.dest.encode_sql(icols) if kind == "identity" else None
-        if kind == "none":
-            value, fp = "''", "''"
-        elif kind == "label":
-            value, fp = "d.label", "d.label"
-        elif sql is not None:  # over the i: columns of d
-            value, fp = sql, f"md5({sql})"
+        sent = self._value_fp(icols, "duckdb")
+        if sent is not None:
+            value, fp = sent
         else:  # encoded in Python, through the identity cache
             self._encode_python(base, icols, p)
             base, value, fp = f"SELECT * FROM {t}_desired", "d.value", "d.fp"
@@ -218,6 +209,29 @@ class DestinationSync:
         ops = {op for op, n in (("add", p.add), ("update", p.update), ("remove", p.remove))
                if n}
         return DestPlan(p, base, f"{t}_diff", diff.only(ops), made=made)
+
+    def _figures(self, figures: DestinationFigures | None) -> DestinationFigures:
+        """``figures`` (made if None) marked planned, with the destination's held-out,
+        suppressed, no-consent and no-identifier counts (``count_all``)."""
+        cfg, ev = self.cfg, self.ev
+        p = figures or DestinationFigures(cfg.name, cfg.segment, cfg.group)
+        p.planned, p.rejects = True, []
+        if cfg.name not in ev.dest_counts:
+            count_all(ev, [cfg])
+        p.held_out, p.suppressed, p.no_consent, p.no_identifier = ev.dest_counts[cfg.name]
+        return p
+
+    def _value_fp(self, icols: dict[str, str], dialect: str) -> tuple[str, str] | None:
+        """SQL of what is sent and its fingerprint over the desired rows ``d`` (``icols``:
+        identifier name -> its column there), in ``dialect``; None: the destination
+        encodes its identifiers in Python (``encode``)."""
+        kind = self.dest.value
+        if kind == "none":
+            return "''", "''"
+        if kind == "label":
+            return "d.label", "d.label"
+        sql = self.dest.encode_sql(icols, dialect)
+        return (sql, f"md5({sql})") if sql is not None else None
 
     def encode(self, ident: str) -> tuple[str | None, str | None]:
         """One identifier input (JSON of the identifier values) as the destination encodes

@@ -27,7 +27,7 @@ from ..segments.engine import Evaluation
 from ..segments.warehouse import materialize
 from ..sql import lit, q
 from ..store.figures import DestinationFigures
-from .push import DestinationSync, DestPlan, count_all
+from .push import DestinationSync, DestPlan
 
 DIFF_COLUMNS = ("op", "key", "label", "value", "previous", "fp")
 
@@ -51,26 +51,14 @@ class WarehouseSync(DestinationSync):
         self.fetched = self.fetched_bytes = 0  # rows and bytes read from the database
 
     def plan(self, figures: DestinationFigures | None = None) -> DestPlan:
-        cfg, ev, pg, t = self.cfg, self.ev, self.pg, self.t
-        p = figures or DestinationFigures(cfg.name, cfg.segment, cfg.group)
-        p.planned, p.rejects = True, []
-        if cfg.name not in ev.dest_counts:
-            count_all(ev, [cfg])
-        p.held_out, p.suppressed, p.no_consent, p.no_identifier = ev.dest_counts[cfg.name]
-        materialize(pg, f"{t}_desired", self.cands.desired(ev.table(self.source)),
+        cfg, pg, t = self.cfg, self.pg, self.t
+        p = self._figures(figures)
+        materialize(pg, f"{t}_desired", self.cands.desired(self.ev.table(self.source)),
                     analyze=True)
         icols = {n: f"d.{q('i:' + n)}" for n in self.cands.id_cols}
-        kind, python = self.dest.value, False
-        if kind == "none":
-            value, fp = "''", "''"
-        elif kind == "label":
-            value, fp = "d.label", "d.label"
-        elif (sql := self.dest.encode_sql(icols, "postgres")) is not None:
-            value, fp = sql, f"md5({sql})"
-        else:  # the identifier input, encoded in Python once fetched
-            python = True
-            value = json_object(icols)
-            fp = f"md5({value})"
+        sent = self._value_fp(icols, "postgres")
+        python = sent is None  # the identifier input, encoded in Python once fetched
+        value, fp = sent or (json_object(icols), f"md5({json_object(icols)})")
         diff = self.ledger.diff(f"SELECT * FROM {q(t + '_desired')}", value, fp,
                                 cfg.mode == "mirror", rows=self.ledger.in_database())
         row = pg.execute(diff.counts).fetchone()
