@@ -25,8 +25,9 @@ from ...connectors.base import Destination
 from ..mapping.model import DestinationConfig
 from ..segments.engine import Evaluation
 from ..segments.warehouse import materialize
-from ..sql import lit, q
+from ..sql import q
 from ..store.figures import DestinationFigures
+from ..store.shared import copy_out, read_copied
 from .push import DestinationSync, DestPlan
 
 DIFF_COLUMNS = ("op", "key", "label", "value", "previous", "fp")
@@ -130,15 +131,10 @@ def fetch(pg: Any, duck: Any, select: str, table: str, columns: tuple[str, ...]
     names = ", ".join(q(c) for c in columns)
     with tempfile.TemporaryDirectory(prefix="crmsync-fetch-") as tmp:
         path = Path(tmp) / "rows.csv"
-        with pg.cursor() as cur, path.open("wb") as fh, cur.copy(
-                f"COPY (SELECT {names} FROM ({select}) AS _f) TO STDOUT (FORMAT csv)") as copy:
-            for block in copy:
-                fh.write(block)
-        types = ", ".join(f"{lit(c)}: 'VARCHAR'" for c in columns)
-        duck.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv("
-            f"{lit(str(path))}, header=false, auto_detect=false, columns={{{types}}}, "
-            f"quote='\"', escape='\"', allow_quoted_nulls=false)")
+        copy_out(pg, f"SELECT {names} FROM ({select}) AS _f", path)
+        cols = ", ".join(f"c{i} AS {q(c)}" for i, c in enumerate(columns))
+        duck.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {cols} FROM "
+                     f"{read_copied(path, len(columns))}")
         size = path.stat().st_size
     return int(duck.execute(f"SELECT count(*) FROM {table}").fetchone()[0]), size
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LockHeld
-from ..sql import q
+from ..sql import lit, q
 from .database import MIGRATIONS, Store
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class PgStore(Store):
     def shared_table(self, table: str) -> str:
         """A FROM item: this mapping's rows of ``table`` as Postgres holds them, for SQL run
         in that database (``engine: postgres``); as of the last commit point."""
-        mapping = "'" + self.mapping.replace("'", "''") + "'"
+        mapping = lit(self.mapping)
         return f"(SELECT * FROM {SCHEMA}.{q(table)} WHERE mapping = {mapping})"
 
     @property
@@ -226,19 +226,13 @@ class PgStore(Store):
         cols = self._tables[t][0]
         path = Path(self._tmp.name) / f"load_{t}.csv"
         names = ", ".join(c for c, _ in cols)
-        with via.cursor() as cur, path.open("wb") as fh, cur.copy(
-                f"COPY (SELECT {names} FROM {SCHEMA}.{t} WHERE mapping = %s AND ({where})) "
-                "TO STDOUT (FORMAT csv)", [self.mapping]) as copy:
-            for block in copy:
-                fh.write(block)
-        types = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(cols)))
+        copy_out(via, f"SELECT {names} FROM {SCHEMA}.{t} WHERE mapping = "
+                      f"{lit(self.mapping)} AND ({where})", path)
         casts = ", ".join(
             f"from_json(c{i}, '[\"VARCHAR\"]')" if ty == "VARCHAR[]" else
             f"CAST(c{i} AS {ty})" for i, (_c, ty) in enumerate(cols))
-        (n,) = self.con.execute(f"INSERT INTO {into} SELECT {casts} FROM read_csv('{path}', "
-                                f"header=false, auto_detect=false, columns={{{types}}}, "
-                                "quote='\"', escape='\"', allow_quoted_nulls=false)"
-                                ).fetchone()
+        (n,) = self.con.execute(f"INSERT INTO {into} SELECT {casts} FROM "
+                                f"{read_copied(path, len(cols))}").fetchone()
         self.loaded[t] = self.loaded.get(t, 0) + int(n)
         path.unlink()
 
@@ -246,7 +240,7 @@ class PgStore(Store):
         """Make the mapping's rows of ``crmsync.table`` what ``select`` gives, in the
         database (on connection ``via``, where ``select``'s tables are), in one transaction:
         a ``lazy`` table's rows that never leave it (the members history compares)."""
-        mapping = "'" + self.mapping.replace("'", "''") + "'"
+        mapping = lit(self.mapping)
         with via.transaction():
             via.execute(f"DELETE FROM {SCHEMA}.{q(table)} WHERE mapping = {mapping}")
             via.execute(f"INSERT INTO {SCHEMA}.{q(table)} SELECT {mapping}, * FROM ({select}) "
@@ -395,7 +389,7 @@ class PgStore(Store):
         path = Path(self._tmp.name) / f"up_{t}.csv"
         exprs = ", ".join(f"to_json({q(c)})::VARCHAR" if ty == "VARCHAR[]" else q(c)
                           for c, ty in cols)
-        mapping = "'" + self.mapping.replace("'", "''") + "'"
+        mapping = lit(self.mapping)
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE _up AS SELECT {mapping}, {exprs} "
                          f"FROM ({select})", params or None)
         target = f"{SCHEMA}.{t}"
@@ -472,6 +466,22 @@ class PgStore(Store):
             self.pg.close()
             self.con.close()
             self._tmp.cleanup()
+
+
+def copy_out(pg: Any, select: str, path: Path) -> None:
+    """The rows of Postgres ``select`` into file ``path``, as ``COPY ... TO STDOUT`` CSV."""
+    with pg.cursor() as cur, path.open("wb") as fh, cur.copy(
+            f"COPY ({select}) TO STDOUT (FORMAT csv)") as copy:
+        for block in copy:
+            fh.write(block)
+
+
+def read_copied(path: Path, n: int) -> str:
+    """A DuckDB FROM item reading a ``copy_out`` file of ``n`` columns as text ``c0``...,
+    NULL and the empty text kept apart (Postgres quotes an empty text, never a NULL)."""
+    types = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n))
+    return (f"read_csv({lit(str(path))}, header=false, auto_detect=false, "
+            f"columns={{{types}}}, quote='\"', escape='\"', allow_quoted_nulls=false)")
 
 
 def open_store(project: Any, read_only: bool = False) -> Store:
