@@ -11,9 +11,15 @@ one, the seconds taken, and achieved ÷ allowed request rate, with what bounds t
   minute): the limit never binds, the time is the payload's processing (client + fake, one
   Python process), and achieved ÷ allowed only says how far under the limit the push stays.
 
+Push phases run with each answer held ``--latency`` seconds by the fake (the round trip to
+the platform, default 0.25 s), one batch at a time and then at the destination's
+concurrency where its connector writes several batches at once (HubSpot, Google): the
+reference and the figure, in the same run. Pulls page by cursor, one page after the other,
+and Salesforce's push (no concurrency) run without it.
+
 HubSpot's windows are time-scaled (``--scale``, default 0.2: 100 requests per 2 s instead of
 per 10 s, search 5 per 0.2 s) identically in the fake and in the client's limiter, so the
-ratio is the one the real limit gives, 5x faster. The printout says so.
+ratio is the one the real limit gives, 5x faster (its latency too). The printout says so.
 
     python bench/bench_rates.py                 # everything, the sizes of issue 13
     python bench/bench_rates.py --only hubspot --n 20000 --json
@@ -36,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes from
 
 from crmsync.connectors.base import Change, Context, Op, SourceState  # noqa: E402
 from crmsync.sync.mapping.model import DestinationConfig, SourceConfig  # noqa: E402
+from crmsync.sync.pipeline.push import Answer, write_batches  # noqa: E402
 
 NOW = datetime(2026, 11, 24)
 
@@ -121,25 +128,35 @@ def hubspot(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                          window=swindow, throttled=thr, min_requests=math.ceil(a.changed / 200),
                          path=r"/search$", scale=a.scale))
 
+        # pushes: each answer held a.latency (time-scaled with the windows), one batch at a
+        # time and then at the destination's concurrency
+        fake.latency = a.latency * a.scale
         keys = got[:a.n]
+
+        def push_list(d: Any) -> list[dict[str, Any]]:
+            c0 = len(fake.calls("PUT", r"/add-and-remove$"))
+            target = f"bench-{d.concurrency}"
+            d.options = d.options.model_copy(update={"list": target})
+            d.open({})
+
+            def run() -> dict[str, Any]:
+                done = write_all(d, [Change(k) for k in keys])
+                sizes = [len(r.json()["recordIdsToAdd"]) for r in fake.calls(
+                    "PUT", r"/add-and-remove$")[c0:]]
+                return {"done": done, "batch_sizes": _sizes(sizes),
+                        "members": len(fake.members(target)), "concurrency": d.concurrency,
+                        "latency_s": fake.latency,
+                        "note": "the minimum requests fit one window: the limit cannot bind"}
+
+            return [phase(f"hubspot push list (add-and-remove), {d.concurrency} at once",
+                          fake, run, limit=100, window=window, throttled=thr,
+                          min_requests=math.ceil(len(keys) / a.hubspot_chunk),
+                          path=r"/add-and-remove$", scale=a.scale)]
+
         dcfg = DestinationConfig(name="bench", type="hubspot_list", segment="s",
                                  connection="hubspot", list="bench", chunk_size=a.hubspot_chunk)
-        dest = hs.HubSpotListDestination(dcfg, hs.HubSpotListDestination.Options(
-            **dcfg.options), conn, Context(now=NOW, base_dir=tmp))
-        dest.open({})
-
-        def push_list() -> dict[str, Any]:
-            done = write_all(dest, [Change(k) for k in keys])
-            sizes = [len(r.json()["recordIdsToAdd"]) for r in fake.calls(
-                "PUT", r"/add-and-remove$")]
-            return {"done": done, "batch_sizes": _sizes(sizes),
-                    "members": len(fake.members("bench")), "concurrency": 1,
-                    "why_no_concurrency": "min requests fit one window: the limit cannot bind"}
-
-        out.append(phase("hubspot push list (add-and-remove)", fake, push_list, limit=100,
-                         window=window, throttled=thr,
-                         min_requests=math.ceil(len(keys) / a.hubspot_chunk),
-                         path=r"/add-and-remove$", scale=a.scale))
+        out += both(hs.HubSpotListDestination(dcfg, hs.HubSpotListDestination.Options(
+            **dcfg.options), conn, Context(now=NOW, base_dir=tmp)), push_list)
 
         # property write-back: 100 inputs a call, the rate-bound HubSpot push
         fake.define_property("crmsync_segment", "string", "text")
@@ -151,24 +168,55 @@ def hubspot(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         pdest.open({})
         pkeys = keys[:a.property_n]
 
-        def push_property() -> dict[str, Any]:
-            done = write_all(pdest, [Change(k, "s", "s") for k in pkeys])
-            sizes = [len(r.json()["inputs"]) for r in fake.calls("POST", r"/batch/update$")]
-            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1}
+        def push_property(d: Any) -> list[dict[str, Any]]:
+            c0 = len(fake.calls("POST", r"/batch/update$"))
 
-        out.append(phase("hubspot push property (batch update)", fake, push_property,
-                         limit=100, window=window, throttled=thr,
-                         min_requests=math.ceil(len(pkeys) / 100), path=r"/batch/update$",
-                         scale=a.scale))
+            def run() -> dict[str, Any]:
+                done = write_all(d, [Change(k, "s", "s") for k in pkeys])
+                sizes = [len(r.json()["inputs"]) for r in fake.calls(
+                    "POST", r"/batch/update$")[c0:]]
+                return {"done": done, "batch_sizes": _sizes(sizes),
+                        "concurrency": d.concurrency, "latency_s": fake.latency}
+
+            return [phase(f"hubspot push property (batch update), {d.concurrency} at once",
+                          fake, run, limit=100, window=window, throttled=thr,
+                          min_requests=math.ceil(len(pkeys) / 100), path=r"/batch/update$",
+                          scale=a.scale)]
+
+        out += both(pdest, push_property)
     return out
 
 
 def write_all(dest: Any, changes: list[Change]) -> int:
-    """``changes`` written as adds in batches of the destination's own size; rows done."""
+    """``changes`` written as adds through the push's own scheduler (``write_batches``:
+    batches of the destination's size, up to its ``concurrency`` at once); rows done."""
     done = 0
-    for start in range(0, len(changes), dest.batch_size):
-        done += len(dest.write(Op.ADD, changes[start:start + dest.batch_size]).done)
+
+    def settle(_: None, answer: Answer) -> None:
+        nonlocal done
+        if answer.stopped:
+            raise answer.result  # type: ignore[misc]
+        done += len(answer.result.done)  # type: ignore[union-attr]
+
+    size = dest.batch_size
+    write_batches(dest, Op.ADD, ((None, changes[i:i + size])
+                                 for i in range(0, len(changes), size)), settle)
     return done
+
+
+def at(dest: Any, concurrency: int) -> Any:
+    """``dest`` writing ``concurrency`` batches at once (capped at its connector's maximum)."""
+    dest.config = dest.config.model_copy(update={"concurrency": concurrency})
+    return dest
+
+
+def both(dest: Any, run: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A push phase one batch at a time, then at the connector's concurrency (when more
+    than 1): the reference and the figure, in the same run."""
+    out = run(at(dest, 1))
+    if dest.max_concurrency > 1:
+        out += run(at(dest, dest.max_concurrency))
+    return out
 
 
 def _sizes(sizes: list[int]) -> dict[str, Any]:
@@ -193,17 +241,24 @@ def google(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                                 connection="google", identifiers=["email"],
                                 audience="bench", terms_of_service="accepted")
         d, changes = _audience(g.CustomerMatchDestination, cfg, conn, tmp, a.n)
-
-        def push() -> dict[str, Any]:
-            done = write_all(d, changes)
-            sizes = [len(r.json()["audienceMembers"]) for r in fake.calls(
-                "POST", r":ingest$") if r.status == 200]
-            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1}
-
+        fake.latency = a.latency
         thr = lambda: len([r for r in fake.calls(path=":ingest$") if r.status == 429])  # noqa: E731
-        return [phase("google push (audienceMembers:ingest)", fake, push, limit=g.PER_MINUTE,
-                      window=60.0, throttled=thr, min_requests=math.ceil(a.n / g.MAX_MEMBERS),
-                      path=r":ingest$")]
+
+        def push(d: Any) -> list[dict[str, Any]]:
+            c0 = len(fake.calls("POST", r":ingest$"))
+
+            def run() -> dict[str, Any]:
+                done = write_all(d, changes)
+                sizes = [len(r.json()["audienceMembers"]) for r in fake.calls(
+                    "POST", r":ingest$")[c0:] if r.status == 200]
+                return {"done": done, "batch_sizes": _sizes(sizes),
+                        "concurrency": d.concurrency, "latency_s": fake.latency}
+
+            return [phase(f"google push (audienceMembers:ingest), {d.concurrency} at once",
+                          fake, run, limit=g.PER_MINUTE, window=60.0, throttled=thr,
+                          min_requests=math.ceil(a.n / g.MAX_MEMBERS), path=r":ingest$")]
+
+        return both(d, push)
 
 
 def _audience(cls: Any, cfg: Any, conn: Any, tmp: Path, n: int) -> tuple[Any, list[Change]]:
@@ -227,12 +282,14 @@ def meta(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         cfg = DestinationConfig(name="ca", type="meta_custom_audience", segment="s",
                                 connection="meta", identifiers=["email"], audience="bench")
         d, changes = _audience(m.CustomAudienceDestination, cfg, conn, tmp, a.n)
+        fake.latency = a.latency
 
         def push() -> dict[str, Any]:
             done = write_all(d, changes)
             sizes = [len(json.loads(r.form()["payload"])["data"])
                      for r in fake.calls("POST", r"/users$")]
-            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1,
+            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": d.concurrency,
+                    "latency_s": fake.latency,
                     "why_no_concurrency": "one upload session per write, batches in batch_seq "
                     "order; the custom_audience business-use-case budget is per ad account "
                     "(developers.facebook.com/docs/marketing-api/overview/rate-limiting)"}
@@ -304,8 +361,8 @@ def salesforce(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
             done = write_all(d, [Change(k) for k in keys])
             sizes = [len(r.json()["records"]) for r in fake.calls(
                 "POST", r"/composite/sobjects$")]
-            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": 1,
-                    "api_usage": f"{fake.api_used}/{fake.api_max}",
+            return {"done": done, "batch_sizes": _sizes(sizes), "concurrency": d.concurrency,
+                    "latency_s": fake.latency, "api_usage": f"{fake.api_used}/{fake.api_max}",
                     "why_no_concurrency": "every CampaignMember insert locks its Campaign: "
                     "multi-threaded child inserts under one parent contend for the lock "
                     "(developer.salesforce.com/blogs/engineering/2014/07/"
@@ -333,6 +390,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sf-rows", type=int, default=500_000, help="Salesforce first load")
     ap.add_argument("--sf-rest-rows", type=int, default=50_000)
     ap.add_argument("--scale", type=float, default=0.2, help="HubSpot window time scale")
+    ap.add_argument("--latency", type=float, default=0.25,
+                    help="seconds each push request's answer is held by the fake (the round "
+                         "trip to the platform; HubSpot's time-scaled with its windows)")
     ap.add_argument("--only", action="append", choices=sorted(PLATFORMS))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -340,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.only or list(PLATFORMS):
             results += PLATFORMS[name](a, Path(tmp))
-    report = {"n": a.n, "scale": a.scale, "phases": results}
+    report = {"n": a.n, "scale": a.scale, "latency": a.latency, "phases": results}
     if a.json:
         print(json.dumps(report, indent=2))
     else:

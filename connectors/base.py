@@ -18,6 +18,7 @@ Platform SDKs are optional extras: import them inside methods, never at module t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,12 +49,27 @@ class NoOptions(BaseModel):
 class Meter:
     """What a destination or source did, for run history: API calls, retries, 429s.
     ``uncertain``: the retries after an attempt that may have been applied (a 5xx, a reset,
-    a timeout), as opposed to a throttled or refused one (see ``connectors.retry.Applied``)."""
+    a timeout), as opposed to a throttled or refused one (see ``connectors.retry.Applied``).
+
+    Count with ``add`` (a destination may write batches from several threads at once); what
+    one thread counted is ``mine``."""
 
     calls: int = 0
     retries: int = 0
     throttled: int = 0
     uncertain: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _mine: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+
+    def add(self, what: Literal["calls", "retries", "throttled", "uncertain"], n: int = 1
+            ) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + n)
+        setattr(self._mine, what, getattr(self._mine, what, 0) + n)
+
+    def mine(self, what: Literal["calls", "retries", "throttled", "uncertain"]) -> int:
+        """What the calling thread has counted of ``what``."""
+        return getattr(self._mine, what, 0)
 
     def as_dict(self) -> dict[str, int]:
         return {"calls": self.calls, "retries": self.retries, "throttled": self.throttled}
@@ -245,11 +261,17 @@ class Membership:
 
 class Destination(ABC):
     """Writes memberships. The core computes the diff and calls ``write`` once per batch of at
-    most ``max_batch`` changes of one op, checkpointing the ledger after each ack."""
+    most ``max_batch`` changes of one op (up to ``concurrency`` at once), checkpointing the
+    ledger after each ack."""
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     connection_types: ClassVar[tuple[str, ...]] = ()
     max_batch: ClassVar[int] = 10_000
+    #: the most batches of one op the core may have in flight at once (``write`` then runs
+    #: on that many threads; the connector's rate limiter and meter are shared by them):
+    #: more than 1 only where the platform takes concurrent writes within its rate limit,
+    #: so that the time a request waits for its answer does not idle the allowed rate
+    max_concurrency: ClassVar[int] = 1
     #: what a member's synced value depends on; a change of it is an UPDATE
     #: "none": only membership (lists, campaigns); "label": the segment name (property
     #: write-back); "identity": the identifiers (ad audiences, files)
@@ -287,6 +309,16 @@ class Destination(ABC):
     @property
     def batch_size(self) -> int:
         return min(self.config.batch_size or self.max_batch, self.max_batch)
+
+    @property
+    def concurrency(self) -> int:
+        """Batches in flight at once: the mapping's ``concurrency`` (capped at the
+        connector's maximum), else that maximum; 1 when the mapping sets ``batch_size``
+        alone (a push paced batch by batch)."""
+        c = self.config
+        if c.concurrency is None and c.batch_size is not None:
+            return 1
+        return min(c.concurrency or self.max_concurrency, self.max_concurrency)
 
     def encode(self, identity: Mapping[str, str | None]) -> str:
         """Identity destinations: the identifiers (raw values by identifier name, plus

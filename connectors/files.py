@@ -628,7 +628,7 @@ class CsvDestination(Destination):
     def write(self, op: Op, changes: list[Change]) -> BatchResult:
         if self._staged is not None:  # the whole membership, in the store
             self._copy(self._staged)
-            self.ctx.meter.calls += 1
+            self.ctx.meter.add("calls")
             return BatchResult.all_done(changes)
         rows = {} if op is Op.REPLACE else self._read()  # REPLACE: the changes are all
         for c in changes:
@@ -637,5 +637,5 @@ class CsvDestination(Destination):
             else:
                 rows[c.key] = json.loads(c.value or "[]")
         self._write(rows)
-        self.ctx.meter.calls += 1
+        self.ctx.meter.add("calls")
         return BatchResult.all_done(changes)

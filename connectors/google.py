@@ -271,6 +271,10 @@ class CustomerMatchDestination(Destination):
     max_batch: ClassVar[int] = MAX_MEMBERS
     value: ClassVar[Literal["none", "label", "identity"]] = "identity"
     hashed: ClassVar[bool] = True
+    #: the quota is requests per minute per Cloud project, not requests in flight
+    #: (developers.google.com/data-manager/api/devguides/limits): several ingests go at
+    #: once under the one per-minute limiter
+    max_concurrency: ClassVar[int] = 4
 
     #: tests shrink waits; the limiter is per process (the quota is per Cloud project)
     limiter: RollingWindow = _LIMITER

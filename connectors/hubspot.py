@@ -348,6 +348,10 @@ class HubSpotSource(Source):
 
 class _HubSpotDestination(Destination):
     connection_types = ("hubspot",)
+    #: HubSpot limits requests per 10 s per app, not requests in flight
+    #: (developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines): several
+    #: batches go at once under the account's one rolling-window limiter
+    max_concurrency = 4
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
@@ -525,17 +529,20 @@ class HubSpotPropertyDestination(_HubSpotDestination):
     def _option(value: str, order: int) -> dict[str, Any]:
         return {"label": value, "value": value, "displayOrder": order, "hidden": False}
 
+    _options_lock = threading.Lock()  # batches written at once must not PATCH over each other
+
     def _ensure_options(self, values: set[str]) -> None:
         order = {v: i for i, v in enumerate(self._labels())}
-        new = sorted((v for v in values if v and v not in self._options),
-                     key=lambda v: (order.get(v, len(order)), v))
-        if not (self._enum and new):
-            return
-        opts = [*self._options, *new]
-        self.client.call(self.client.sdk.crm.properties.core_api.update, "contacts",
-                         self.options.property, property_update={
-                             "options": [self._option(v, i) for i, v in enumerate(opts)]})
-        self._options = opts
+        with self._options_lock:
+            new = sorted((v for v in values if v and v not in self._options),
+                         key=lambda v: (order.get(v, len(order)), v))
+            if not (self._enum and new):
+                return
+            opts = [*self._options, *new]
+            self.client.call(self.client.sdk.crm.properties.core_api.update, "contacts",
+                             self.options.property, property_update={
+                                 "options": [self._option(v, i) for i, v in enumerate(opts)]})
+            self._options = opts
 
     def write(self, op: Op, changes: list[Change]) -> BatchResult:
         result = BatchResult()

@@ -120,9 +120,9 @@ def call(fn: Callable[..., T], *args: Any, classify: Callable[[BaseException], O
         uncertain = exc is None or outcome_of(exc).may_have_applied
         maybe = maybe or uncertain
         if meter is not None:
-            meter.retries += 1
+            meter.add("retries")
             if uncertain:
-                meter.uncertain += 1
+                meter.add("uncertain")
 
     def should_retry(exc: BaseException) -> bool:
         o = outcome_of(exc)
@@ -183,12 +183,12 @@ class Calls:
             if lim is not None and self.acquire:
                 lim.acquire()
             if self.count:
-                meter.calls += 1
+                meter.add("calls")
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
                 if self.throttle(exc):
-                    meter.throttled += 1
+                    meter.add("throttled")
                     o = exc.outcome if isinstance(exc, Retryable) else self.classify(exc)
                     if lim is not None and o.action is Action.RETRY and o.retry_after:
                         lim.pause(o.retry_after)  # hold every caller, not just this one

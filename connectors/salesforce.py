@@ -149,7 +149,7 @@ class SalesforceClient:
         class Session(requests.Session):
             def request(self, method: str, url: str, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
                 kw.setdefault("timeout", client.conn.timeout)
-                client.ctx.meter.calls += 1
+                client.ctx.meter.add("calls")
                 resp = super().request(method, url, *args, **kw)
                 client._observe(resp)
                 return resp

@@ -133,6 +133,34 @@ def test_refused_batch_leaves_the_ledger_as_it_was(hs, cli, tmp_path, refusal):
     assert third[0] in hs.members(LIST)  # someone else's member: never removed
 
 
+def test_concurrent_batches_refused_midway_settle_what_landed(hs, cli, tmp_path):
+    """Batches written several at once (``concurrency: 4``): the third request is refused
+    before it was applied while others are in flight. Each batch in flight is settled by
+    its own answer (the applied ones checkpointed, the refused one's marks rolled back), no
+    batch is sent after the stop, and the next run sends exactly what did not land."""
+    keys = [hs.add_contact({"email": f"c{i}@x.example"}) for i in range(40)]
+    _hs_list(hs)
+    hs.latency = 0.05  # answers take a while: batches overlap
+    conn = _hs_conn(hs)
+    dest = {"type": "hubspot_list", "connection": "hubspot", "list": LIST, "concurrency": 4}
+    hs.fail_next(1, path=ADD_REMOVE, skip=2, status=400,
+                 body=_error(400, "Invalid request", "VALIDATION_ERROR").body)
+    m = _mapping(tmp_path, conn, dest, [(k, True) for k in keys])
+    assert cli("run", "-c", m, env={"HUBSPOT_TOKEN": "pat-1"}).exit_code == 1
+    assert hs.max_in_flight >= 2  # they did overlap
+    first = len(hs.calls("PUT", ADD_REMOVE))
+    assert first < 8  # the stop sent nothing new
+    landed = hs.members(LIST)
+    assert 10 <= len(landed) <= 30 and len(landed) % 5 == 0
+    ledger = _ledger(tmp_path)
+    assert set(ledger) == landed and set(ledger.values()) == {"member"}  # no marks left
+    hist = json.loads(cli("history", "-c", m, "--json").stdout)[0]["destinations"][0]
+    assert (hist["status"], hist["adds"]) == ("failed", len(landed))
+    run = cli.json("run", "-c", m, env={"HUBSPOT_TOKEN": "pat-1"})
+    assert run["exit_code"] == 0 and hs.members(LIST) == set(keys)
+    assert len(hs.calls("PUT", ADD_REMOVE)) - first == (40 - len(landed)) // 5
+
+
 def test_meta_expired_token_rolls_back_the_batch(cli, tmp_path):
     pytest.importorskip("facebook_business")
     from fakes.meta import FakeGraph, graph_error

@@ -334,6 +334,7 @@ class DestinationConfig(Open):
     identifiers: list[Identifier] = Field(default_factory=list)
     consent: str | None = None
     batch_size: int | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0)
     max_remove_fraction: float | None = Field(default=None, ge=0, le=1)
 
 

@@ -10,10 +10,12 @@ followed by a re-run converges with nothing lost and nothing sent twice that mat
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlglot import exp
 
@@ -44,6 +46,82 @@ class DestPlan:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {self.diff_table} AS {self.diff_sql}")
             self.made = True
         return self.diff_table
+
+
+@dataclass
+class Answer:
+    """A written batch's outcome: the platform's acknowledgement, or the stop ``write``
+    raised; ``retried``: a retry of it followed an attempt that may have been applied."""
+
+    result: BatchResult | DestinationStopped
+    retried: bool
+
+    @property
+    def stopped(self) -> bool:
+        return isinstance(self.result, DestinationStopped)
+
+
+T = TypeVar("T")
+
+
+def write_batches(dest: Destination, op: Op, batches: Iterable[tuple[T, list[Change]]],
+                  settle: Callable[[T, Answer], None]) -> None:
+    """``dest.write`` each of ``batches`` (a tag and its changes, all of ``op``), up to
+    ``dest.concurrency`` at once on as many threads; each answer is given to ``settle``
+    with its tag on the calling thread (only it touches the store), in the order sent. The
+    next batch is drawn only when one may go. A stop: no batch goes after it, those in
+    flight are answered and settled, then the stop is raised."""
+    workers, meter = max(1, dest.concurrency), dest.ctx.meter
+
+    def write(changes: list[Change]) -> Answer:
+        before = meter.mine("uncertain")
+        try:
+            result: BatchResult | DestinationStopped = dest.write(op, changes)
+        except DestinationStopped as exc:
+            result = exc
+        return Answer(result, meter.mine("uncertain") > before)
+
+    flight: deque[tuple[T, Future[Answer]]] = deque()  # sent, in order, not yet settled
+    stop: DestinationStopped | None = None
+
+    def land() -> None:
+        nonlocal stop
+        tag, future = flight.popleft()
+        answer = future.result()
+        settle(tag, answer)
+        if isinstance(answer.result, DestinationStopped):
+            stop = stop or answer.result
+
+    pool = ThreadPoolExecutor(workers, "crmsync-write") if workers > 1 else None
+    try:
+        for tag, changes in batches:
+            if pool is not None:
+                flight.append((tag, pool.submit(write, changes)))
+            else:
+                done: Future[Answer] = Future()
+                done.set_result(write(changes))
+                flight.append((tag, done))
+            while flight and (len(flight) >= workers or flight[0][1].done()):
+                land()
+            if stop is not None:
+                break
+        while flight:
+            land()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    if stop is not None:
+        raise stop
+
+
+@dataclass
+class _Marked:
+    """A batch marked in the ledger (write-ahead) to be sent: its op, its rows, and its keys
+    an earlier run sent without seeing the answer."""
+
+    op: Op
+    rng: Batch
+    unacked: set[str]
 
 
 @dataclass
@@ -281,46 +359,57 @@ class DestinationSync:
             rows = self.con.execute(
                 f"SELECT key, label, value, previous, fp FROM {plan.diff(self.con)} WHERE op = ? "
                 f"ORDER BY key", [op.value]).fetchall()
-            for batch in _chunks(rows, self.dest.batch_size):
-                changes = [Change(k, lb, v, pv) for k, lb, v, pv, _ in batch]
-                # the batch's rows of the diff, by key range (rows are in key order): the
-                # ledger is written from the store's own rows, not from Python lists
-                rng = Batch(f"FROM {plan.diff(self.con)} WHERE op = ? AND key BETWEEN ? AND ?",
-                            [op.value, batch[0][0], batch[-1][0]], batch)
-                unacked = self.ledger.unacked(op, rng.rows, rng.params)
-                meter = self.dest.ctx.meter
-                uncertain = meter.uncertain
-                self.ledger.intend(op, rng.rows, rng.params, now)
-                try:
-                    result = self.dest.write(op, changes)
-                except DestinationStopped as exc:
-                    if not exc.applied and meter.uncertain == uncertain:
-                        self.ledger.restore(rng.rows, rng.params)  # refused before applied
-                    raise
-                if result.preexisting:
-                    # "already a member" after a try whose answer was lost (a retry after an
-                    # answer that may have been applied, or a run that crashed after
-                    # sending): crmsync's own add, most likely. The answers of a retry
-                    # after a throttled (not applied) try are believed.
-                    retried = meter.uncertain > uncertain
-                    result.preexisting -= set(result.preexisting) if retried else unacked
 
-                def recorded(op: Op = op, result: BatchResult = result) -> None:
-                    store.progress(run_id, name, op.value, len(result.done),
-                                   len(result.rejected), len(result.deferred))
+            def marked(op: Op = op, rows: list[tuple] = rows
+                       ) -> Iterator[tuple[_Marked, list[Change]]]:
+                for batch in _chunks(rows, self.dest.batch_size):
+                    # the batch's rows of the diff, by key range (rows are in key order): the
+                    # ledger is written from the store's own rows, not from Python lists
+                    rng = Batch(f"FROM {plan.diff(self.con)} WHERE op = ? AND key BETWEEN ? "
+                                f"AND ?", [op.value, batch[0][0], batch[-1][0]], batch)
+                    unacked = self.ledger.unacked(op, rng.rows, rng.params)
+                    self.ledger.intend(op, rng.rows, rng.params, now)  # write-ahead
+                    yield _Marked(op, rng, unacked), [Change(k, lb, v, pv)
+                                                      for k, lb, v, pv, _ in batch]
 
-                self.ledger.checkpoint(op, rng.rows, rng.params, batch, result, now,
-                                       recorded if run_id is not None else None)
-                sent += len(batch)
-                if progress is not None:
+            def settle(m: _Marked, answer: Answer) -> None:
+                nonlocal sent
+                self._settle(m, answer, out, now, run_id)
+                sent += len(m.rng.batch)
+                if progress is not None and not answer.stopped:
                     progress(sent, max(total, sent))
-                setattr(out, _DONE[op], getattr(out, _DONE[op]) + len(result.done))
-                out.rejected += len(result.rejected)
-                out.deferred += len(result.deferred)
-                out.rejects += sorted(result.rejected.items())
-                out.rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
+
+            write_batches(self.dest, op, marked(), settle)
         self.ledger.drop_gone(plan.desired_sql)
         return out
+
+    def _settle(self, m: _Marked, answer: Answer, out: DestinationFigures, now: datetime,
+                run_id: int | None) -> None:
+        """A written batch's answer into the ledger (its checkpoint) and the figures; a stop
+        rolls its marks back when it was refused before it was applied."""
+        result, op, rng, store, name = answer.result, m.op, m.rng, self.ev.store, self.cfg.name
+        if isinstance(result, DestinationStopped):
+            if not result.applied and not answer.retried:
+                self.ledger.restore(rng.rows, rng.params)  # refused before applied
+            return
+        if result.preexisting:
+            # "already a member" after a try whose answer was lost (a retry after an answer
+            # that may have been applied, or a run that crashed after sending): crmsync's own
+            # add, most likely. The answers of a retry after a throttled (not applied) try
+            # are believed.
+            result.preexisting -= set(result.preexisting) if answer.retried else m.unacked
+
+        def recorded() -> None:
+            store.progress(run_id, name, op.value, len(result.done), len(result.rejected),
+                           len(result.deferred))
+
+        self.ledger.checkpoint(op, rng.rows, rng.params, rng.batch, result, now,
+                               recorded if run_id is not None else None)
+        setattr(out, _DONE[op], getattr(out, _DONE[op]) + len(result.done))
+        out.rejected += len(result.rejected)
+        out.deferred += len(result.deferred)
+        out.rejects += sorted(result.rejected.items())
+        out.rejects += [(k, f"deferred: {r}") for k, r in sorted(result.deferred.items())]
 
     def _batches(self, diff: str) -> Iterator[tuple[str, dict[Op, int]]]:
         """The diff in batches of at most ``batch_size`` rows of any op, by key range: each

@@ -103,6 +103,7 @@ class Ledger:
 
     def __init__(self, store: _Store, dest: str):
         self.store, self.dest, self.con = store, dest, store.con
+        self._flying = 0  # batches intended and not yet checkpointed or restored
 
     def _rows(self) -> str:
         return f"(SELECT * FROM ledger WHERE dest = {lit(self.dest)})"
@@ -200,15 +201,19 @@ class Ledger:
     def intend(self, op: Op, rows: str, params: list[Any], now: datetime) -> None:
         """Write-ahead: mark a batch as in flight before sending it, so that a crash between
         the platform applying it and our checkpoint is repaired by the next run. The batch's
-        rows as they were are kept aside (temp table ``_inflight``) for ``restore``."""
+        rows as they were are kept aside (temp table ``_inflight``, beside those of the
+        batches still in flight: their keys differ) for ``restore``."""
         with self.store.transaction(self._touched(rows, params)) as con:  # a commit point
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _inflight AS SELECT * FROM ledger "
-                        f"WHERE dest = ? AND key IN (SELECT key {rows})", [self.dest, *params])
+            kept = f"SELECT * FROM ledger WHERE dest = ? AND key IN (SELECT key {rows})"
+            con.execute(f"INSERT INTO _inflight {kept}" if self._flying else
+                        f"CREATE OR REPLACE TEMP TABLE _inflight AS {kept}",
+                        [self.dest, *params])
             if op is Op.ADD:
                 self._put(rows, params, S.pending, now)
             elif op is Op.REMOVE:
                 con.execute(f"UPDATE ledger SET state = 'removing' WHERE dest = ? AND key IN "
                             f"(SELECT key {rows})", [self.dest, *params])
+        self._flying += 1
 
     def _put(self, rows: str, params: list[Any], state: LedgerState, now: datetime,
              kept: str = "TRUE") -> None:
@@ -253,12 +258,13 @@ class Ledger:
         with self.store.transaction(self._touched(rows, params)):
             self._restore(*(("(SELECT unnest(?))", [keys]) if keys is not None else
                             (f"(SELECT key {rows})", params)))
+        self._flying = max(0, self._flying - 1)
 
     def _restore(self, which: str, params: list[Any]) -> None:
         self.con.execute(f"DELETE FROM ledger WHERE dest = ? AND key IN {which}",
                          [self.dest, *params])
-        self.con.execute(f"INSERT INTO ledger SELECT * FROM _inflight WHERE key IN {which}",
-                         params)
+        self.con.execute(f"INSERT INTO ledger SELECT * FROM _inflight WHERE dest = ? AND key "
+                         f"IN {which}", [self.dest, *params])
 
     def checkpoint(self, op: Op, rows: str, params: list[Any], batch: list[tuple] | None,
                    result: BatchResult, now: datetime,
@@ -272,6 +278,7 @@ class Ledger:
         Rows of an add that failed transiently (deferred, or in none of the maps) were not
         applied: they go back as ``intend`` found them, to be sent next run."""
         con, name = self.con, self.dest
+        self._flying = max(0, self._flying - 1)
         whole = batch is None or (len(result.done) == len(batch)
                                   and result.done.keys() == {r[0] for r in batch})
         # the destination's state is another table: the shared store then compares all

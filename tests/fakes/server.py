@@ -102,6 +102,7 @@ class FakeServer:
         self.fault_rate = 0.0
         self.fault_template: Fault | None = None
         self.latency = 0.0
+        self.in_flight = self.max_in_flight = 0  # requests being served at once (the most)
         self.traps: list[Trap] = []
         self.rng = random.Random(seed)
         self.lock = threading.RLock()
@@ -211,6 +212,15 @@ class FakeServer:
                       {k.lower(): v for k, v in h.headers.items()}, body)
         with self.lock:
             self.requests.append(req)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._answer(h, req)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, h: BaseHTTPRequestHandler, req: Request) -> None:
         if self.latency:
             time.sleep(self.latency)
         trap = self._pick_trap(req)
