@@ -133,6 +133,24 @@ def transient_failure_converges_on_rerun(h: Harness, cli, tmp) -> None:
     assert run["destinations"]["d"]["add"] == 0 and run["writes"] == 0
 
 
+def batches_at_once_land_like_one_by_one(h: Harness, cli, tmp) -> None:
+    """``concurrency: 4`` (capped at what the connector allows): the same members, writes
+    and figures as one batch at a time; under transient failures, the rerun converges."""
+    keys = h.keys(40)
+    m = _setup(h, tmp, set(keys[:30]), keys, batch_size=5, concurrency=4)
+    run = _run(cli, m, h)
+    assert run["exit_code"] == 0, run
+    assert h.remote() == set(keys[:30]) and run["destinations"]["d"]["adds"] == 30
+    assert run["writes"] == math.ceil(30 / min(5, h.batch_limit))
+    m = _setup(h, tmp, set(keys[10:]), keys, batch_size=5, concurrency=4)
+    h.fail_next_writes(3)
+    _run(cli, m, h)
+    h.heal()
+    run = _run(cli, m, h)
+    assert run["exit_code"] == 0 and h.remote() == set(keys[10:]), run
+    assert _run(cli, m, h)["writes"] == 0
+
+
 CHECKS = [first_run_sends_all_in_fewest_batches, rerun_without_changes_makes_no_call,
           mirror_removes_only_what_left, add_only_keeps_members,
-          transient_failure_converges_on_rerun]
+          transient_failure_converges_on_rerun, batches_at_once_land_like_one_by_one]

@@ -341,7 +341,8 @@ class DestinationSync:
     # ------------------------------------------------------------ push
     def push(self, plan: DestPlan, now: datetime, run_id: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> DestinationFigures:
-        """Send the diff in batches; checkpoint the ledger after each acknowledged batch (and,
+        """Send the diff in batches (up to the destination's ``concurrency`` at once,
+        ``write_batches``); checkpoint the ledger after each acknowledged batch (and,
         with ``run_id``, the run's history figures in the same transaction;
         ``progress(rows sent, rows to send)`` after each). Returns the plan's figures with
         what was sent."""
