@@ -358,12 +358,36 @@ def test_store_schema_is_versioned_and_migrates_once(tmp_path):
     con.close()
     s = Store.open(tmp_path / "old.duckdb")
     assert s.schema_version == store_mod.MIGRATIONS[-1][0]
-    assert s.con.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
+    assert s.con.execute("SELECT * EXCLUDE (synced_at) FROM ledger").fetchall() == [
+        ("d", "k1", "", "", "member")]
+    # 009: the ledger without its primary-key index, its columns and default as they were
+    assert not s.con.execute("SELECT * FROM duckdb_constraints() WHERE table_name = 'ledger' "
+                             "AND constraint_type = 'PRIMARY KEY'").fetchall()
+    s.con.execute("INSERT INTO ledger (dest, key) VALUES ('d', 'k2')")
+    assert s.con.execute("SELECT state FROM ledger WHERE key = 'k2'").fetchone() == ("member",)
     s.close()
     s = Store.open(tmp_path / "old.duckdb")
     n = s.con.execute("SELECT count(*) FROM _migrations").fetchone()[0]
     assert n == len(store_mod.MIGRATIONS)
     s.close()
+
+
+def test_memory_limit_from_the_environment(cli, tmp_path, monkeypatch):
+    """CRMSYNC_MEMORY_LIMIT bounds the store's engine; a value that is no size stops every
+    command with exit 2 naming the variable, before anything is read or sent."""
+    m = setup(tmp_path)
+    res = cli("run", "-c", m, env={"CRMSYNC_MEMORY_LIMIT": "lots"})
+    assert res.exit_code == 2 and "CRMSYNC_MEMORY_LIMIT" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+    res = cli.json("run", "-c", m, env={"CRMSYNC_MEMORY_LIMIT": "256MB"})
+    assert res["exit_code"] == 0
+    monkeypatch.setenv("CRMSYNC_MEMORY_LIMIT", "256MB")
+    s = Store.open(tmp_path / "s.duckdb")
+    try:
+        (limit,) = s.con.execute("SELECT current_setting('memory_limit')").fetchone()
+    finally:
+        s.close()
+    assert limit.startswith("244") and limit.endswith("MiB"), limit  # 256 MB in MiB
 
 
 def test_alerts_post_failures_safeguards_and_moves(cli, tmp_path):

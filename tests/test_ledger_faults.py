@@ -38,9 +38,12 @@ def _mapping(tmp: Path, conn: dict, dest: dict, rows: list[tuple[str, bool]]) ->
 
 
 def _ledger(tmp: Path) -> dict[str, str]:
+    """The ledger's rows of destination d (each key once: its writes keep it so)."""
     con = duckdb.connect(str(tmp / ".crmsync/state.duckdb"), read_only=True)
     try:
-        return dict(con.execute("SELECT key, state FROM ledger WHERE dest = 'd'").fetchall())
+        rows = con.execute("SELECT key, state FROM ledger WHERE dest = 'd'").fetchall()
+        assert len(rows) == len({k for k, _ in rows}), "a key twice in the ledger"
+        return dict(rows)
     finally:
         con.close()
 

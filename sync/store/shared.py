@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LockHeld
 from ..sql import lit, q
-from .database import MIGRATIONS, Store
+from .database import EMBEDDED_ONLY, MIGRATIONS, UNINDEXED_KEYS, Store
 
 if TYPE_CHECKING:
     import psycopg
@@ -121,7 +121,8 @@ def migrate_pg(conn: psycopg.Connection) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}._migrations (name TEXT PRIMARY "
                      "KEY, applied_at TIMESTAMP DEFAULT (now() AT TIME ZONE 'UTC'))")
         done = {r[0] for r in conn.execute(f"SELECT name FROM {SCHEMA}._migrations")}
-        for name, sql in [*((n, pg_ddl(s)) for n, s in MIGRATIONS), *PG_ONLY]:
+        for name, sql in [*((n, pg_ddl(s)) for n, s in MIGRATIONS if n not in EMBEDDED_ONLY),
+                          *PG_ONLY]:
             if name not in done:
                 for stmt in filter(None, (s.strip() for s in sql.split(";"))):
                     conn.execute(stmt)
@@ -178,7 +179,7 @@ class PgStore(Store):
             pk = con.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE "
                              "schema_name = 'main' AND table_name = ? AND constraint_type = "
                              "'PRIMARY KEY'", [t]).fetchone()
-            out[t] = (cols, list(pk[0]) if pk else [])
+            out[t] = (cols, list(pk[0]) if pk else UNINDEXED_KEYS.get(t, []))
         return out
 
     def _generation(self) -> int:
