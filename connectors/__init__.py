@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from ..sync.errors import CrmsyncError
 from ..sync.mapping.model import did_you_mean
@@ -13,14 +13,21 @@ GROUPS = {"connection": "crmsync.connections", "source": "crmsync.sources",
 
 
 @cache
+def _registered(kind: str) -> tuple[EntryPoint, ...]:
+    """The entry points of one kind, read once (each read scans every installed package's
+    metadata: 5 ms, and a plan of 10 destinations asks some 30 times)."""
+    return tuple(entry_points(group=GROUPS[kind]))
+
+
+@cache
 def names(kind: str) -> tuple[str, ...]:
     """Registered names of one kind: "connection", "source" or "destination"."""
-    return tuple(sorted(ep.name for ep in entry_points(group=GROUPS[kind])))
+    return tuple(sorted(ep.name for ep in _registered(kind)))
 
 
 def load(kind: str, name: str) -> type:
     """The class registered as ``name``; a clear error for unknown names or missing extras."""
-    found = [ep for ep in entry_points(group=GROUPS[kind]) if ep.name == name]
+    found = [ep for ep in _registered(kind) if ep.name == name]
     if not found:
         hint = did_you_mean(name, names(kind))
         raise CrmsyncError(f"unknown {kind} type '{name}'" + (f"; {hint}" if hint else
