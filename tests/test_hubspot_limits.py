@@ -11,6 +11,7 @@ from crmsync.connectors.base import Change, Op, SourceState
 from crmsync.connectors.hubspot import OUTCOMES, classify
 from crmsync.connectors.retry import Action
 from crmsync.sync.errors import DestinationStopped
+from crmsync.sync.pipeline.push import write_batches
 from tests.fakes.hubspot import FakeHubSpot
 from tests.test_hubspot import TOKEN, connection, list_dest, prop_dest, source
 
@@ -189,3 +190,46 @@ def test_source_stops_on_expired_token(fake, tmp_path):
     fake.expire_token()
     with pytest.raises(DestinationStopped, match="HUBSPOT_TOKEN"):
         source(fake, tmp_path, ["email"]).pull(SourceState())
+
+
+def _at_once(d, changes: list[Change], n: int = 4) -> dict[str, str | None]:
+    """``changes`` added through the push's scheduler, ``n`` batches in flight."""
+    d.config = d.config.model_copy(update={"concurrency": n})
+    done: dict[str, str | None] = {}
+
+    def settle(_, answer) -> None:
+        assert not answer.stopped, answer.result
+        done.update(answer.result.done)
+
+    size = d.batch_size
+    write_batches(d, Op.ADD, ((None, changes[i:i + size])
+                              for i in range(0, len(changes), size)), settle)
+    return done
+
+
+def test_batches_in_flight_share_the_limiter(tmp_path):
+    """Four batches at once under the account's one rolling window: no 429."""
+    with FakeHubSpot(token=TOKEN, rate_limit=5, window=1.0) as fake:
+        fake.latency = 0.05  # answers take a while: requests overlap
+        ids = [fake.add_contact() for _ in range(14)]
+        d = list_dest(fake, tmp_path, chunk=1,
+                      conn=connection(fake, rate_limit=5, rate_window=1.0))
+        d.open({})
+        assert set(_at_once(d, [Change(k) for k in ids])) == set(ids)
+        assert fake.max_in_flight >= 2 and fake.throttled == 0 and d.ctx.meter.throttled == 0
+
+
+def test_batches_in_flight_retry_429s_and_count_each_call_once(tmp_path):
+    """A limit set too high draws 429s on several threads at once: each is retried after
+    its Retry-After, every member lands, and the meter counts each call and throttle
+    exactly once (the threads share it)."""
+    with FakeHubSpot(token=TOKEN, rate_limit=4, window=0.5) as fake:
+        fake.latency = 0.02
+        ids = [fake.add_contact() for _ in range(24)]
+        d = list_dest(fake, tmp_path, chunk=1,
+                      conn=connection(fake, rate_limit=1000, max_attempts=20))
+        d.open({})
+        assert set(_at_once(d, [Change(k) for k in ids])) == set(ids)
+        assert fake.members("crmsync · Champions") == set(ids)
+        assert fake.throttled > 0 and d.ctx.meter.throttled == fake.throttled
+        assert d.ctx.meter.calls == len(fake.requests)
