@@ -63,6 +63,7 @@ class Meter:
 
     def add(self, what: Literal["calls", "retries", "throttled", "uncertain"], n: int = 1
             ) -> None:
+        """Count ``n`` more of ``what`` (for the run, and for the calling thread)."""
         with self._lock:
             setattr(self, what, getattr(self, what) + n)
         setattr(self._mine, what, getattr(self._mine, what, 0) + n)
